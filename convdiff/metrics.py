@@ -1,0 +1,123 @@
+"""Differential metrics between two models' outputs on the same images.
+
+Label discrepancy is the study's headline number: the share of images whose top-1 label
+differs between source and target. The rest say how close the disagreement is: top-5 sets,
+the order inside them (Kendall tau), raw output distance, and accuracy where labels exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One image whose top-1 label differs between source and target."""
+
+    image: str
+    src_label: int
+    dst_label: int
+
+
+@dataclass(frozen=True)
+class PairMetrics:
+    images: int
+    top1_discrepancy: float  # percent of images whose top-1 labels differ
+    top5_discrepancy: float  # percent of images whose top-5 label *sets* differ
+    kendall_tau_top5: float  # mean over images, on the union of both top-5 lists
+    max_abs_diff: float
+    mean_abs_diff: float
+    src_accuracy: float | None = None  # percent of labelled images, top-1
+    dst_accuracy: float | None = None
+    labelled: int = 0
+    disagreeing: tuple[Disagreement, ...] = field(default_factory=tuple)
+    class_note: str = ""  # e.g. how a 1001-class output was aligned to 1000
+
+    def __bool__(self) -> bool:
+        """True when the two models agree on every top-1 label."""
+        return self.top1_discrepancy == 0.0
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, best first; ties go to the lower index."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def kendall_tau_union(src_row: np.ndarray, dst_row: np.ndarray, k: int = 5) -> float:
+    """Kendall tau-b of two models' rankings over the union of their top-k labels.
+
+    Each model ranks the union by its own scores; 1.0 means the same order, -1.0 the reverse.
+    Using the union (not only the shared labels) makes a label that drops out of the top-k
+    count. tau-b, not tau-a, so that tied scores (common in saturated softmax outputs) do not
+    make identical outputs look different.
+    """
+    labels = np.union1d(top_k(src_row[None], k)[0], top_k(dst_row[None], k)[0])
+    a, b = src_row[labels], dst_row[labels]
+    i, j = np.triu_indices(len(labels), k=1)
+    sa, sb = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    concordant, discordant = int(np.sum(sa * sb > 0)), int(np.sum(sa * sb < 0))
+    denominator = np.sqrt(float(np.sum(sa != 0)) * float(np.sum(sb != 0)))
+    return float((concordant - discordant) / denominator) if denominator else 1.0
+
+
+def align_classes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Make 1001-class outputs (background first, TF-slim style) comparable to 1000-class ones."""
+    if src.shape[1] == dst.shape[1]:
+        return src, dst, ""
+    if {src.shape[1], dst.shape[1]} == {1000, 1001}:
+        side = "source" if src.shape[1] == 1001 else "target"
+        src = src[:, 1:] if src.shape[1] == 1001 else src
+        dst = dst[:, 1:] if dst.shape[1] == 1001 else dst
+        return src, dst, f"{side} has 1001 classes; its background class 0 was dropped"
+    raise ValueError(f"outputs have {src.shape[1]} and {dst.shape[1]} classes: not the same task")
+
+
+def compare(
+    src: np.ndarray,
+    dst: np.ndarray,
+    names: Sequence[str],
+    accepted: Sequence[Sequence[int]] | None = None,
+) -> PairMetrics:
+    """All pair metrics for outputs of shape (images, classes).
+
+    ``accepted[i]`` lists the labels counted as correct for image i (empty = unlabelled).
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(len(names), -1)
+    dst = np.asarray(dst, dtype=np.float64).reshape(len(names), -1)
+    src, dst, note = align_classes(src, dst)
+    n = len(names)
+    k = min(5, src.shape[1])
+    src_top, dst_top = top_k(src, k), top_k(dst, k)
+    top1_differs = src_top[:, 0] != dst_top[:, 0]
+    top5_differs = np.array([set(a) != set(b) for a, b in zip(src_top, dst_top, strict=True)])
+    taus = [kendall_tau_union(src[i], dst[i], k) for i in range(n)]
+    diff = np.abs(src - dst)
+    src_acc = dst_acc = None
+    labelled = [i for i in range(n) if accepted and accepted[i]]
+    if labelled:
+        src_acc = _percent(sum(int(src_top[i, 0]) in accepted[i] for i in labelled), len(labelled))
+        dst_acc = _percent(sum(int(dst_top[i, 0]) in accepted[i] for i in labelled), len(labelled))
+    return PairMetrics(
+        images=n,
+        top1_discrepancy=_percent(int(top1_differs.sum()), n),
+        top5_discrepancy=_percent(int(top5_differs.sum()), n),
+        kendall_tau_top5=float(np.mean(taus)) if n else 1.0,
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+        src_accuracy=src_acc,
+        dst_accuracy=dst_acc,
+        labelled=len(labelled),
+        disagreeing=tuple(
+            Disagreement(names[i], int(src_top[i, 0]), int(dst_top[i, 0]))
+            for i in np.flatnonzero(top1_differs)
+        ),
+        class_note=note,
+    )
+
+
+def _percent(count: int, total: int) -> float:
+    return 100.0 * count / total if total else 0.0
