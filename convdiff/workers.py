@@ -29,10 +29,12 @@ from typing import Any
 WORKER_KINDS = ("tf", "torch", "onnx", "litert")
 
 # Quiet the frameworks: their logs go to the worker's log file anyway, but CUDA builds of torch
-# probe for GPUs and TF prints oneDNN notices on every start.
+# probe for GPUs and TF prints notices on every start.
+# oneDNN itself stays on, as TF's x86 default: without it TF has no NCHW Conv2D on the CPU,
+# and the channels-first Keras models onnx2keras writes cannot run ("The Conv2D op currently
+# only supports the NHWC tensor format on the CPU").
 _WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    "TF_ENABLE_ONEDNN_OPTS": "0",
     "CUDA_VISIBLE_DEVICES": "",
     "PYTHONUNBUFFERED": "1",
     "PYTHONWARNINGS": "ignore",

@@ -83,9 +83,7 @@ def find_chain(src: str, dst: str, via: tuple[str, ...] = ()) -> list[ConverterI
     for name in (src, dst, *via):
         framework(name)
     if src == dst and not via:
-        raise UnsupportedPairError(
-            f"source and target are both {src}", "choose a different --dst"
-        )
+        raise UnsupportedPairError(f"source and target are both {src}", "choose a different --dst")
     stops = [src, *via, dst]
     chain: list[ConverterInfo] = []
     for start, goal in zip(stops, stops[1:], strict=False):

@@ -41,7 +41,9 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {
     for info in (
         FrameworkInfo("keras", "Keras 3", "tf", "keras", "NHWC", (".keras", ".h5")),
         FrameworkInfo("tf", "TensorFlow SavedModel", "tf", "tensorflow", "NHWC", ("",)),
-        FrameworkInfo("tflite", "TFLite (LiteRT)", "litert", "ai-edge-litert", "NHWC", (".tflite",)),
+        FrameworkInfo(
+            "tflite", "TFLite (LiteRT)", "litert", "ai-edge-litert", "NHWC", (".tflite",)
+        ),
         FrameworkInfo("onnx", "ONNX (onnxruntime)", "onnx", "onnxruntime", "NCHW", (".onnx",)),
         FrameworkInfo("torch", "PyTorch", "torch", "torch", "NCHW", (".pt2", ".pt", ".pth")),
     )

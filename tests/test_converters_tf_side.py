@@ -1,0 +1,301 @@
+"""TF-side converter edges, each run through ``convdiff.tasks:convert`` in a real worker.
+
+Every edge converts a tiny seeded model, then source and target run on the same batch in their
+own workers (``convdiff.tasks:infer``) and are compared. Float conversions must agree within
+1e-5; quantizing ones must show their quantized tensors and a bounded difference. Bounds are
+set around values measured here (TF 2.21.0, tf2onnx 1.17.0, LiteRT 2.3.0, onnx2keras 0.0.25).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import tflite
+
+from convdiff.converters import load_all
+from convdiff.frameworks import FRAMEWORKS
+from convdiff.workers import WorkerPool
+from tests.tiny.keras_models import build_tiny_onnx
+
+KERAS = "tests.tiny.keras_models"
+TF_SIDE_EDGES = {
+    ("keras", "tflite"): "TFLiteConverter",
+    ("tf", "tflite"): "TFLiteConverter",
+    ("keras", "onnx"): "tf2onnx",
+    ("tf", "onnx"): "tf2onnx",
+    ("tflite", "onnx"): "tf2onnx",
+    ("onnx", "keras"): "onnx2keras",
+    ("keras", "tf"): "keras.Model.export",
+}
+
+
+def _ok(outcome: Any) -> Any:
+    assert outcome, f"{outcome.failure}: {outcome.message}\n{outcome.traceback}"
+    return outcome.value
+
+
+@pytest.fixture(scope="module")
+def tiny(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """4 filters: every weight tensor is below TFLite's 1024-element quantization threshold."""
+    out = tmp_path_factory.mktemp("tiny")
+    return _ok(pool.call("tf", f"{KERAS}:build_tiny_cnn", out_dir=str(out)))
+
+
+@pytest.fixture(scope="module")
+def tiny_q(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """48 filters: the 1296-element convolution kernel is quantized by dynamic-range."""
+    out = tmp_path_factory.mktemp("tiny-q")
+    return _ok(pool.call("tf", f"{KERAS}:build_tiny_cnn", out_dir=str(out), filters=48))
+
+
+@pytest.fixture(scope="module")
+def saved_model(pool: WorkerPool, tiny: dict[str, str], tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("tiny-sm") / "saved_model"
+    return _ok(
+        pool.call("tf", f"{KERAS}:write_saved_model", keras_path=tiny["keras"], out_dir=str(out))
+    )
+
+
+def _convert(pool: WorkerPool, src: str, dst: str, path: str, out_dir: Path, **options: Any) -> str:
+    info = load_all()[(src, dst)]
+    value = _ok(
+        pool.call(
+            info.worker,
+            "convdiff.tasks:convert",
+            src=src,
+            dst=dst,
+            src_path=path,
+            out_dir=str(out_dir),
+            options=options,
+        )
+    )
+    assert Path(value["path"]).exists()
+    return value["path"]
+
+
+def _infer(
+    pool: WorkerPool, framework: str, path: str, inputs: str, layout: str = "NHWC"
+) -> np.ndarray:
+    out = Path(path).parent / f"y-{framework}-{Path(path).name}.npz"
+    _ok(
+        pool.call(
+            FRAMEWORKS[framework].worker,
+            "convdiff.tasks:infer",
+            framework=framework,
+            path=path,
+            inputs=inputs,
+            outputs=str(out),
+            layout=layout,
+        )
+    )
+    with np.load(out) as data:
+        return data["y"]
+
+
+def _diff(
+    pool: WorkerPool, src: tuple[str, str], dst: tuple[str, str], inputs: str, layout: str = "NHWC"
+) -> float:
+    a = _infer(pool, *src, inputs, layout)
+    b = _infer(pool, *dst, inputs, layout)
+    assert a.shape == b.shape == (4, 5)
+    return float(np.abs(a - b).max())
+
+
+def _tflite_weight_types(path: str) -> dict[str, set[int]]:
+    """TensorType values of the 4-D (conv kernel) and 2-D (dense kernel) constant tensors."""
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    types: dict[str, set[int]] = {"conv": set(), "dense": set()}
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        if model.Buffers(tensor.Buffer()).DataLength() == 0:
+            continue  # not a constant
+        rank = tensor.ShapeLength()
+        if rank in (2, 4):
+            types["conv" if rank == 4 else "dense"].add(tensor.Type())
+    return types
+
+
+def test_edges_are_registered_with_their_tools() -> None:
+    edges = load_all()
+    for (src, dst), tool in TF_SIDE_EDGES.items():
+        info = edges[(src, dst)]
+        assert (info.tool, info.worker) == (tool, "tf")
+    assert edges[("tf", "onnx")].tool_version() == "tf2onnx 1.17.0 (tensorflow 2.21.0, onnx 1.23.2)"
+    assert edges[("keras", "tflite")].options == ("tflite_opt",)
+    assert edges[("keras", "onnx")].options == ("opset",)
+
+
+def test_keras_to_tflite_float(pool: WorkerPool, tiny: dict[str, str], tmp_path: Path) -> None:
+    path = _convert(pool, "keras", "tflite", tiny["keras"], tmp_path)
+    assert _tflite_weight_types(path) == {
+        "conv": {tflite.TensorType.FLOAT32},
+        "dense": {tflite.TensorType.FLOAT32},
+    }
+    assert _diff(pool, ("keras", tiny["keras"]), ("tflite", path), tiny["inputs"]) < 1e-5
+
+
+def test_dynamic_range_skips_small_tensors(
+    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+) -> None:
+    path = _convert(pool, "keras", "tflite", tiny["keras"], tmp_path, tflite_opt="dynamic-range")
+    assert tflite.TensorType.INT8 not in set().union(*_tflite_weight_types(path).values())
+    assert _diff(pool, ("keras", tiny["keras"]), ("tflite", path), tiny["inputs"]) < 1e-5
+
+
+def test_dynamic_range_gives_int8_weights(
+    pool: WorkerPool, tiny_q: dict[str, str], tmp_path: Path
+) -> None:
+    path = _convert(pool, "keras", "tflite", tiny_q["keras"], tmp_path, tflite_opt="dynamic-range")
+    types = _tflite_weight_types(path)
+    assert types["conv"] == {tflite.TensorType.INT8}  # 1296 weights: quantized
+    assert types["dense"] == {tflite.TensorType.FLOAT32}  # 240 weights: below the threshold
+    diff = _diff(pool, ("keras", tiny_q["keras"]), ("tflite", path), tiny_q["inputs"])
+    assert 2e-5 < diff < 2e-3  # measured 1.6e-4
+
+
+def test_float16_gives_float16_weights(
+    pool: WorkerPool, tiny_q: dict[str, str], tmp_path: Path
+) -> None:
+    path = _convert(pool, "keras", "tflite", tiny_q["keras"], tmp_path, tflite_opt="float16")
+    assert _tflite_weight_types(path) == {
+        "conv": {tflite.TensorType.FLOAT16},
+        "dense": {tflite.TensorType.FLOAT16},
+    }
+    diff = _diff(pool, ("keras", tiny_q["keras"]), ("tflite", path), tiny_q["inputs"])
+    assert 2e-5 < diff < 2e-3  # measured 3.2e-4
+
+
+def test_unknown_tflite_opt_is_refused(
+    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+) -> None:
+    outcome = pool.call(
+        "tf",
+        "convdiff.tasks:convert",
+        src="keras",
+        dst="tflite",
+        src_path=tiny["keras"],
+        out_dir=str(tmp_path),
+        options={"tflite_opt": "int8"},
+    )
+    assert not outcome
+    assert outcome.message == (
+        "unknown tflite_opt 'int8'; expected one of ('none', 'dynamic-range', 'float16')"
+    )
+
+
+def test_tf_to_tflite(
+    pool: WorkerPool, tiny: dict[str, str], saved_model: str, tmp_path: Path
+) -> None:
+    path = _convert(pool, "tf", "tflite", saved_model, tmp_path)
+    assert _diff(pool, ("tf", saved_model), ("tflite", path), tiny["inputs"]) < 1e-5
+
+
+def test_keras_to_tf(pool: WorkerPool, tiny: dict[str, str], tmp_path: Path) -> None:
+    path = _convert(pool, "keras", "tf", tiny["keras"], tmp_path)
+    assert (Path(path) / "saved_model.pb").is_file()
+    assert _diff(pool, ("keras", tiny["keras"]), ("tf", path), tiny["inputs"]) < 1e-5
+
+
+def _onnx_facts(path: str) -> tuple[int, list[Any], set[str]]:
+    model = onnx.load(path)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return opset, shape, {n.op_type for n in model.graph.node}
+
+
+def test_keras_to_onnx_default_opset(
+    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+) -> None:
+    path = _convert(pool, "keras", "onnx", tiny["keras"], tmp_path)
+    opset, shape, _ = _onnx_facts(path)
+    assert (opset, shape) == (15, [None, 8, 8, 3])  # tf2onnx's default opset; NHWC kept
+    assert json.loads((tmp_path / "tf2onnx.json").read_text()) == {
+        "tool": "tf2onnx",
+        "route": "keras export -> saved_model (signature serving_default)",
+        "requested_opset": None,
+        "opset": 15,
+    }
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    assert _diff(pool, ("keras", tiny["keras"]), ("onnx", path), tiny["inputs"]) < 1e-5
+
+
+def test_keras_sequential_to_onnx(pool: WorkerPool, tmp_path: Path) -> None:
+    """The SavedModel route converts the Sequential models ``from_keras`` fails on."""
+    built = _ok(pool.call("tf", f"{KERAS}:build_tiny_sequential", out_dir=str(tmp_path / "m")))
+    path = _convert(pool, "keras", "onnx", built["keras"], tmp_path / "onnx", opset=13)
+    assert _onnx_facts(path)[0] == 13
+    assert _diff(pool, ("keras", built["keras"]), ("onnx", path), built["inputs"]) < 1e-5
+
+
+def test_tf_to_onnx(
+    pool: WorkerPool, tiny: dict[str, str], saved_model: str, tmp_path: Path
+) -> None:
+    path = _convert(pool, "tf", "onnx", saved_model, tmp_path, opset=17)
+    assert json.loads((tmp_path / "tf2onnx.json").read_text())["opset"] == 17
+    assert _diff(pool, ("tf", saved_model), ("onnx", path), tiny["inputs"]) < 1e-5
+
+
+def test_tflite_to_onnx_float(pool: WorkerPool, tiny: dict[str, str], tmp_path: Path) -> None:
+    tfl = _convert(pool, "keras", "tflite", tiny["keras"], tmp_path / "tflite")
+    path = _convert(pool, "tflite", "onnx", tfl, tmp_path / "onnx")
+    assert _onnx_facts(path)[1] == [None, 8, 8, 3]
+    assert _diff(pool, ("tflite", tfl), ("onnx", path), tiny["inputs"]) < 1e-5
+
+
+def test_tflite_to_onnx_keeps_int8_weights(
+    pool: WorkerPool, tiny_q: dict[str, str], tmp_path: Path
+) -> None:
+    """tf2onnx keeps the int8 kernel behind a DequantizeLinear and computes in float32, while
+    LiteRT's hybrid kernels also quantize the activations at run time: the two part."""
+    tfl = _convert(
+        pool, "keras", "tflite", tiny_q["keras"], tmp_path / "tflite", tflite_opt="dynamic-range"
+    )
+    path = _convert(pool, "tflite", "onnx", tfl, tmp_path / "onnx")
+    assert "DequantizeLinear" in _onnx_facts(path)[2]
+    int8 = [t for t in onnx.load(path).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    # the kernel and its per-output-channel zero points
+    assert sorted(list(t.dims) for t in int8) == [[48], [48, 3, 3, 3]]
+    vs_tflite = _diff(pool, ("tflite", tfl), ("onnx", path), tiny_q["inputs"])
+    vs_keras = _diff(pool, ("keras", tiny_q["keras"]), ("onnx", path), tiny_q["inputs"])
+    assert 2e-5 < vs_tflite < 2e-3  # measured 1.3e-4
+    assert 2e-5 < vs_keras < 2e-3  # measured 1.2e-4: the weights' rounding alone
+
+
+def test_onnx2keras_crashes_on_tf2onnx_graph(
+    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+) -> None:
+    onnx_path = _convert(pool, "keras", "onnx", tiny["keras"], tmp_path / "onnx")
+    outcome = pool.call(
+        "tf",
+        "convdiff.tasks:convert",
+        src="onnx",
+        dst="keras",
+        src_path=onnx_path,
+        out_dir=str(tmp_path / "keras"),
+        options={},
+    )
+    assert not outcome
+    assert (outcome.error_type, outcome.message) == (
+        "ValueError",
+        "Layer StatefulPartitionedCall_tiny_cnn_1_dense_1_MatMul:0 weight shape (1, 5) is not "
+        "compatible with provided weight shape (4, 5).",
+    )
+    # the crash must not leave onnx2keras' channels_first setting behind in the worker
+    assert _ok(pool.call("tf", f"{KERAS}:image_data_format")) == "channels_last"
+
+
+def test_onnx2keras_converts_torch_style_graph(pool: WorkerPool, tmp_path: Path) -> None:
+    built = build_tiny_onnx(str(tmp_path / "src"), batch=None)
+    path = _convert(pool, "onnx", "keras", built["onnx"], tmp_path / "keras")
+    assert path.endswith("model.keras")
+    description = _ok(pool.call("tf", "convdiff.tasks:probe", framework="keras", path=path))
+    assert description["input_shape"] == [None, 3, 8, 8]  # the ONNX model's NCHW layout
+    diff = _diff(pool, ("onnx", built["onnx"]), ("keras", path), built["inputs"], layout="NCHW")
+    assert diff < 1e-5
