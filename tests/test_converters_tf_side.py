@@ -126,7 +126,7 @@ def test_edges_are_registered_with_their_tools() -> None:
     for (src, dst), tool in TF_SIDE_EDGES.items():
         info = edges[(src, dst)]
         assert (info.tool, info.worker) == (tool, "tf")
-    assert edges[("tf", "onnx")].tool_version() == "tf2onnx 1.17.0 (tensorflow 2.21.0, onnx 1.23.2)"
+    assert edges[("tf", "onnx")].tool_version() == "tf2onnx 1.17.0, tensorflow 2.21.0, onnx 1.23.2"
     assert edges[("keras", "tflite")].options == ("tflite_opt",)
     assert edges[("keras", "onnx")].options == ("opset",)
 

@@ -36,10 +36,8 @@ class ConverterInfo:
     func: str  # "module:function"
 
     def tool_version(self) -> str:
-        """E.g. ``tf2onnx 1.17.0 (tensorflow 2.21.0, onnx 1.23.2)``."""
-        versions = [f"{p} {package_version(p)}" for p in self.packages]
-        head, rest = versions[0], versions[1:]
-        return f"{head} ({', '.join(rest)})" if rest else head
+        """E.g. ``tf2onnx 1.17.0, tensorflow 2.21.0, onnx 1.23.2``: the tool, then what it uses."""
+        return ", ".join(f"{p} {package_version(p)}" for p in self.packages)
 
 
 CONVERTERS: dict[tuple[str, str], ConverterInfo] = {}

@@ -1,0 +1,186 @@
+"""The command line: parse options into a config, call the library, print, set the exit code.
+
+Exit codes: 0 agreement within the threshold, 1 discrepancy above it, 2 bad usage or input,
+3 a converter or runtime crashed (or the run stopped early), 4 an internal error of convdiff.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from convdiff.config import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions, RunConfig
+from convdiff.errors import ConvdiffError
+from convdiff.frameworks import FRAMEWORKS
+
+EXIT_INTERNAL = 4
+
+
+class _Numbers(click.ParamType):
+    """A comma-separated list of ``count`` numbers, e.g. ``299,299`` or ``0.5,0.5,0.5``."""
+
+    def __init__(self, count: int, kind: type, example: str) -> None:
+        self.count, self.kind, self.example = count, kind, example
+        self.name = f"{count} comma-separated numbers"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = tuple(self.kind(p) for p in str(value).split(","))
+        except ValueError:
+            parts = ()
+        if len(parts) != self.count:
+            self.fail(
+                f"{value!r} is not {self.count} comma-separated numbers (e.g. {self.example})"
+            )
+        return parts
+
+
+def _frameworks_choice() -> click.Choice:
+    return click.Choice(list(FRAMEWORKS), case_sensitive=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="convdiff")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """convdiff: find, explain and repair what model converters break."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--src", type=_frameworks_choice(), help="Source framework (zoo models need it).")
+@click.option("--dst", type=_frameworks_choice(), required=True, help="Target framework.")
+@click.option("--via", default="", help="Force intermediate frameworks, e.g. onnx or onnx,keras.")
+@click.option(
+    "--weights",
+    default="auto",
+    show_default=True,
+    help="auto | imagenet | random | PATH to a weights file (zoo models).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Image folder (default: the embedded sample set).",
+)
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option(
+    "--tflite-opt",
+    type=click.Choice(TFLITE_OPTS),
+    default="none",
+    show_default=True,
+    help="TFLiteConverter optimization (dynamic-range is the published study's setting).",
+)
+@click.option("--opset", type=click.IntRange(7, 23), help="ONNX opset for exporters.")
+@click.option(
+    "--torch-exporter", type=click.Choice(TORCH_EXPORTERS), default="dynamo", show_default=True
+)
+@click.option(
+    "--preprocess",
+    "preset",
+    type=click.Choice(["imagenet", "inception", "caffe"]),
+    help="Preprocessing preset for a model file.",
+)
+@click.option("--input-size", type=_Numbers(2, int, "299,299"), help="H,W for a model file.")
+@click.option("--mean", type=_Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1.")
+@click.option("--std", type=_Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1.")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False))
+@click.option("--resize", type=click.Choice(["stretch", "center-crop"]))
+@click.option(
+    "--max-discrepancy",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Top-1 discrepancy (percent) still counted as agreement.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
+@click.option("--no-cache", is_flag=True, help="Convert again even if a cached file exists.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.pass_context
+def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object) -> None:
+    """Convert MODEL (zoo name or model file) and compare source and target on images."""
+    from convdiff.progress import Progress
+    from convdiff.render import summary
+    from convdiff.run import run as run_conversion
+
+    config = RunConfig(
+        model=model,
+        src=options["src"],
+        dst=options["dst"],
+        via=tuple(v.strip() for v in via.split(",") if v.strip()),
+        weights=options["weights"],
+        seed=options["seed"],
+        data=options["data"],
+        labels=options["labels"],
+        limit=options["limit"],
+        convert=ConvertOptions(
+            tflite_opt=options["tflite_opt"],
+            opset=options["opset"],
+            torch_exporter=options["torch_exporter"],
+        ),
+        preprocess=options["preset"],
+        input_size=options["input_size"],
+        mean=options["mean"],
+        std=options["std"],
+        layout=options["layout"].upper() if options["layout"] else None,
+        resize=options["resize"],
+        max_discrepancy=options["max_discrepancy"],
+        out=options["out"],
+        cache_dir=options["cache_dir"],
+        use_cache=not options["no_cache"],
+        timeout=options["timeout"],
+        batch_size=options["batch_size"],
+    )
+    report = run_conversion(config, Progress(enabled=not quiet))
+    click.echo(summary(report))
+    ctx.exit(report.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line per error, no traceback unless --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="convdiff", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        where = (
+            f"convdiff {exc.ctx.command_path.split(' ', 1)[-1]} --help"
+            if exc.ctx
+            else "convdiff --help"
+        )
+        click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+        code = 2
+    except click.Abort:
+        click.echo("error: interrupted; the partial report is kept in the run folder", err=True)
+        code = 3
+    except ConvdiffError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except Exception as exc:  # a bug of convdiff, not of the user or a converter
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        code = EXIT_INTERNAL
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
