@@ -44,7 +44,23 @@ def _frameworks_choice() -> click.Choice:
     return click.Choice(list(FRAMEWORKS), case_sensitive=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """A group whose errors are one line each, also under click's CliRunner."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        code = _guarded(
+            lambda: super(_Cli, self).main(
+                args=args, prog_name=prog_name or "convdiff", standalone_mode=False, **extra
+            ),
+            debug="--debug" in args,
+        )
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(name="convdiff", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="convdiff")
 @click.pass_context
@@ -147,23 +163,17 @@ def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object
     ctx.exit(report.exit_code)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line per error, no traceback unless --debug."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+def _guarded(invoke, debug: bool) -> int:
+    """Run the command; map every kind of failure to one line on stderr and an exit code."""
     try:
-        code = cli.main(args=args, prog_name="convdiff", standalone_mode=False)
+        code = invoke()
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.UsageError as exc:
-        where = (
-            f"convdiff {exc.ctx.command_path.split(' ', 1)[-1]} --help"
-            if exc.ctx
-            else "convdiff --help"
-        )
+        where = f"{exc.ctx.command_path} --help" if exc.ctx else "convdiff --help"
         click.echo(f"error: {exc.format_message()} (see {where})", err=True)
         code = 2
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         click.echo("error: interrupted; the partial report is kept in the run folder", err=True)
         code = 3
     except ConvdiffError as exc:
@@ -179,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         code = EXIT_INTERNAL
-    sys.exit(code or 0)
+    return int(code or 0)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main()
 
 
 if __name__ == "__main__":

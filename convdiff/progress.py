@@ -58,6 +58,6 @@ class Progress:
         if self._is_tty():
             end = "\n" if final else ""
             self.stream.write(f"\r\033[K{text}{end}")
-        elif final or not text.endswith(" s"):
+        elif final:
             self.stream.write(text + "\n")
         self.stream.flush()

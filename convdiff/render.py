@@ -60,6 +60,10 @@ def summary(report: RunReport) -> str:
     lines += [f"  {hop_line(hop)}" for hop in report.chain] or ["  (no hop ran)"]
     lines.append("")
     verdict = _VERDICT.get(report.status, report.status)
+    compared = [hop for hop in report.chain if hop.agreement is not None]
+    if report.status in ("crash", "incomplete") and compared:
+        last = compared[-1]
+        verdict += f"; up to hop {last.index} ({last.dst})"
     if report.top1_discrepancy is not None:
         lines.append(
             f"{verdict}. top-1 discrepancy {_pct(report.top1_discrepancy)} "

@@ -53,15 +53,28 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(text: str, limit: int = 500) -> str:
-    """Converter errors span many lines; the report wants the informative one, kept short."""
+    """Converter errors span many lines; the report wants the informative part, kept short.
+
+    MLIR diagnostics (TFLiteConverter) bury the reason after a long ``loc(...)``: keep the
+    headline and the text after the location of each ``error:`` line.
+    """
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    return (
-        " | ".join(lines[:3])[:limit]
-        if len(lines) <= 3
-        else (lines[0] + " ... " + lines[-1])[:limit]
-    )
+    errors = [line for line in lines if "error: " in line]
+    if errors:
+        reasons = []
+        for line in errors:
+            reason = line.split("error: ", 1)[1]
+            if reason.startswith("loc(") and "): " in reason:
+                reason = reason.rsplit("): ", 1)[1]
+            if reason not in reasons:
+                reasons.append(reason)
+        head = lines[0].split("<unknown>")[0].rstrip(" .:")
+        return f"{head}: {'; '.join(reasons)}"[:limit]
+    if len(lines) <= 3:
+        return " | ".join(lines)[:limit]
+    return f"{lines[0]} ... {lines[-1]}"[:limit]
 
 
 def main() -> None:

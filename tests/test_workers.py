@@ -73,3 +73,17 @@ def test_fresh_worker_is_closed_after_its_task(workers: WorkerPool) -> None:
 def test_unknown_kind_is_refused(workers: WorkerPool) -> None:
     with pytest.raises(ValueError, match="unknown worker kind 'jax'"):
         workers.call("jax", "tests.tiny.worker_funcs:pid")
+
+
+def test_mlir_diagnostic_is_cut_to_its_reason() -> None:
+    from convdiff.worker import _one_line
+
+    message = (
+        'Could not translate MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused["Mean:", '
+        '"f/Mean@__inference_5226"] at fused["StatefulPartitionedCall:", "S_1"])): '
+        "'tf.Mean' op is neither a custom op nor a flex op\n"
+        "<unknown>:0: note: loc(fused[...]): called from\n"
+    )
+    assert _one_line(message) == (
+        "Could not translate MLIR to FlatBuffer: 'tf.Mean' op is neither a custom op nor a flex op"
+    )
