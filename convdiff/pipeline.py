@@ -9,7 +9,10 @@ is re-raised here as the user's error it is.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,17 @@ class Workspace:
             work_seconds=before.work_seconds + work_seconds,
             peak_rss_mb=max(before.peak_rss_mb, outcome.peak_rss_mb),
         )
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Time orchestrator-side work (preparing images, comparing): convdiff's own cost."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            before = self.timings.get(phase, Phase())
+            elapsed = time.perf_counter() - started
+            self.timings[phase] = replace(before, seconds=before.seconds + elapsed)
 
     def call(self, kind: str, func: str, **kwargs: Any) -> TaskOutcome:
         return self.pool.call(kind, func, on_tick=self.progress.tick, **kwargs)

@@ -118,7 +118,10 @@ def _run_chain(
         return
     report.preprocessing = {**spec.to_dict(), "description": spec.describe()}
     inputs = ws.out / "inputs" / "x.npz"
-    with ws.progress.step(f"preparing {len(records)} images ({spec.describe()})"):
+    with (
+        ws.progress.step(f"preparing {len(records)} images ({spec.describe()})"),
+        ws.timed("prepare"),
+    ):
         _save_inputs(inputs, spec, records)
     with ws.progress.step(f"running the source on {source.framework}"):
         src_y, artifact, crash = infer(ws, artifact, inputs, 0, config.batch_size, spec.layout)
@@ -147,7 +150,8 @@ def _run_chain(
             with ws.progress.step(f"running the {edge.dst} model"):
                 dst_y, converted, crash = infer(ws, converted, inputs, index, config.batch_size)
             if crash is None:
-                agreement = compare(src_y, dst_y, names, accepted)
+                with ws.timed("compare"):
+                    agreement = compare(src_y, dst_y, names, accepted)
                 hop = replace(hop, artifact=converted, agreement=agreement)
         if crash is not None:
             hop = replace(hop, crash=crash)
@@ -187,7 +191,8 @@ def _source_artifact(
     weights = str(plan.path) if plan.policy == "file" else plan.policy
     calibration = ws.out / "inputs" / "calibration.npz"
     calibration_set = datasets.sample_set()
-    _save_inputs(calibration, spec, calibration_set)
+    with ws.timed("prepare"):
+        _save_inputs(calibration, spec, calibration_set)
     calibration_key = key_of(spec.to_dict(), [r.name for r in calibration_set])
     if plan.policy == "file" and plan.path is not None:
         calibration_key = key_of(calibration_key, file_digest(plan.path))

@@ -71,7 +71,10 @@ def _one_line(text: str, limit: int = 500) -> str:
             if reason not in reasons:
                 reasons.append(reason)
         head = lines[0].split("<unknown>")[0].rstrip(" .:")
-        return f"{head}: {'; '.join(reasons)}"[:limit]
+        # the converter lists the offending op with its operand types: often the real reason
+        signatures = [line for line in lines if line.startswith("tf.") and ") -> (" in line]
+        detail = f" [{signatures[0].split(' : ')[0]}]" if signatures else ""
+        return f"{head}: {'; '.join(reasons)}{detail}"[:limit]
     if len(lines) <= 3:
         return " | ".join(lines)[:limit]
     return f"{lines[0]} ... {lines[-1]}"[:limit]
