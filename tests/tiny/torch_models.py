@@ -1,0 +1,136 @@
+"""Child-side builders of tiny torch models (run in a ``torch`` worker, never in pytest).
+
+The model is conv -> batchnorm -> relu -> pool -> linear on 3x16x16 images, seeded, with
+BatchNorm statistics set away from (0, 1) so that an exporter that drops or mangles the
+BatchNorm changes the outputs visibly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INPUT_SHAPE = [None, 3, 16, 16]
+NUM_CLASSES = 5
+
+
+def tiny_module(seed: int = 0, view: bool = False) -> Any:
+    """The eager module itself (for child-side helpers only).
+
+    ``view=True`` flattens with ``x.view(x.size(0), -1)``, as EfficientNet does: the same
+    numbers, but a graph whose reshape depends on the batch size.
+    """
+    import torch
+    from torch import nn
+
+    class ViewFlatten(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.size(0), -1)
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        ViewFlatten() if view else nn.Flatten(),
+        nn.Linear(8, NUM_CLASSES),
+    )
+    bn = model[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def make_tiny(out_dir: str, seed: int = 0, fmt: str = "pt2", view: bool = False) -> dict[str, Any]:
+    """Save the tiny model as .pt2 (via frameworks.torch.save) or as TorchScript .pt."""
+    import torch
+
+    from convdiff.frameworks import torch as torch_fw
+
+    module = tiny_module(seed, view)
+    stem = "tiny-view" if view else "tiny"
+    if fmt == "pt2":
+        return torch_fw.save(module, str(Path(out_dir) / f"{stem}.pt2"), INPUT_SHAPE)
+    path = Path(out_dir) / f"{stem}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced = torch.jit.trace(module, torch.zeros(1, *INPUT_SHAPE[1:]))
+    torch.jit.save(traced, str(path))  # no shape record: a foreign TorchScript file
+    return {"path": str(path), "format": "torchscript"}
+
+
+def eager_outputs(inputs: str, outputs: str, seed: int = 0) -> list[int]:
+    """Outputs of the eager module on the NHWC tensor ``x`` of ``inputs`` (saved as ``y``)."""
+    import torch
+
+    with np.load(inputs) as data:
+        x = torch.from_numpy(data["x"].transpose(0, 3, 1, 2).copy())
+    with torch.inference_mode():
+        y = tiny_module(seed)(x).numpy()
+    np.savez(outputs, y=y)
+    return list(y.shape)
+
+
+def unexportable_module() -> Any:
+    """A module torch.export refuses (data-dependent Python control flow), for the fallback."""
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            if float(y.mean()) > 1e9:  # never true; still a graph break for torch.export
+                return -y
+            return y.flatten(1)
+
+    return Branchy().eval()
+
+
+def save_unexportable(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    return torch_fw.save(unexportable_module(), str(Path(out_dir) / "branchy.pt2"), INPUT_SHAPE)
+
+
+def fixed_batch_module() -> Any:
+    """The tiny model behind a batch-size check: only a fixed batch of 1 exports."""
+    import torch
+    from torch import nn
+
+    class OneAtATime(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = tiny_module(0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] != 1:
+                raise ValueError("one image at a time")
+            return self.inner(x)
+
+    return OneAtATime().eval()
+
+
+def save_fixed_batch(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    return torch_fw.save(fixed_batch_module(), str(Path(out_dir) / "fixed.pt2"), INPUT_SHAPE)
+
+
+def save_state_dict(out_dir: str) -> str:
+    """Weights only, as people often ship them: not loadable without the architecture."""
+    import torch
+
+    path = Path(out_dir) / "tiny.pth"
+    torch.save(tiny_module(0).state_dict(), str(path))
+    return str(path)
