@@ -8,6 +8,7 @@ after each hop, and at the end, so an interrupted or crashed run leaves what it 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import convdiff
 from convdiff import data as datasets
 from convdiff import preprocess
 from convdiff.cache import ArtifactCache, default_cache_dir, file_digest, key_of
-from convdiff.config import RunConfig
+from convdiff.config import TARGET_PREPROCESS, RunConfig
 from convdiff.converters import find_chain
 from convdiff.errors import ConvdiffError, InputShapeError, OutputDirError
 from convdiff.frameworks import framework, layout_of
@@ -34,6 +35,11 @@ from convdiff.workers import WorkerPool
 
 def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
     """Run one conversion check end to end and return its report (also written to disk)."""
+    if config.target_preprocess not in TARGET_PREPROCESS:
+        raise ConvdiffError(
+            f"unknown target preprocessing {config.target_preprocess!r}",
+            f"use one of: {', '.join(TARGET_PREPROCESS)}",
+        )
     source = resolve_source(config.model, config.src)
     chain = find_chain(source.framework, config.dst, config.via)
     records, skipped = _load_data(config)
@@ -116,13 +122,23 @@ def _run_chain(
     artifact, key, spec = _source_artifact(ws, config, source, records, report)
     if artifact is None:
         return
-    report.preprocessing = {**spec.to_dict(), "description": spec.describe()}
+    preprocessing: dict = {**spec.to_dict(), "description": spec.describe()}
     inputs = ws.out / "inputs" / "x.npz"
     with (
         ws.progress.step(f"preparing {len(records)} images ({spec.describe()})"),
         ws.timed("prepare"),
     ):
         _save_inputs(inputs, spec, records)
+    target_inputs = inputs  # what the last hop (the target) is fed
+    if config.target_preprocess == "target":
+        target, origin = target_spec(source, config.dst, spec)
+        preprocessing["target"] = {**target.to_dict(), "description": target.describe()}
+        preprocessing["target"]["origin"] = origin
+        target_inputs = ws.out / "inputs" / "x-target.npz"
+        with ws.timed("prepare"):
+            _save_inputs(target_inputs, target, records)
+    # through JSON once, so the report in memory equals the one read back from disk
+    report.preprocessing = json.loads(json.dumps(preprocessing))
     with ws.progress.step(f"running the source on {source.framework}"):
         src_y, artifact, crash = infer(ws, artifact, inputs, 0, config.batch_size, spec.layout)
     report.source = artifact
@@ -148,7 +164,8 @@ def _run_chain(
         )
         if crash is None:
             with ws.progress.step(f"running the {edge.dst} model"):
-                dst_y, converted, crash = infer(ws, converted, inputs, index, config.batch_size)
+                fed = target_inputs if index == len(chain) else inputs
+                dst_y, converted, crash = infer(ws, converted, fed, index, config.batch_size)
             if crash is None:
                 with ws.timed("compare"):
                     agreement = compare(src_y, dst_y, names, accepted)
@@ -209,6 +226,24 @@ def _source_artifact(
         report.crashes.append(crash)
         return None, key, spec
     return artifact, key, spec
+
+
+def target_spec(source: SourceSpec, dst: str, spec: PreprocessSpec) -> tuple[PreprocessSpec, str]:
+    """The target framework's customary preprocessing (``target_preprocess="target"``) and
+    where it comes from.
+
+    A zoo model has a spec per framework it is offered in; a TFLite model is customarily made
+    from Keras and fed like it; for anything else (onnx, a user's model file) nothing customary
+    is known, so the target keeps the source's spec.
+    """
+    if source.file is None:
+        from convdiff.zoo import zoo_model
+
+        variants = zoo_model(source.name).variants
+        fw = "keras" if dst == "tflite" and dst not in variants else dst
+        if fw in variants:
+            return variants[fw].preprocess, f"the zoo's {source.name} {fw} spec"
+    return spec, f"the source's (no customary {dst} spec known for {source.name})"
 
 
 def _file_spec(config: RunConfig, fw: str, description: dict) -> PreprocessSpec:
@@ -285,4 +320,4 @@ def _finish(report: RunReport, out: Path) -> None:
     write_markdown(report, out / "report.md")
 
 
-__all__ = ["prepare_out_dir", "run"]
+__all__ = ["prepare_out_dir", "run", "target_spec"]

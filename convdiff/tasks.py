@@ -16,12 +16,25 @@ import numpy as np
 
 from convdiff.config import ConvertOptions
 
+# The last model this worker loaded: a run probes a model file, then runs it; keeping one model
+# (not more: they can be gigabytes) saves the second load of the same file.
+_LAST_LOADED: dict[tuple[str, str, float], Any] = {}
+
+
+def _load(module: Any, framework: str, path: str) -> Any:
+    stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
+    key = (framework, str(Path(path).resolve()), stamp)
+    if key not in _LAST_LOADED:
+        _LAST_LOADED.clear()
+        _LAST_LOADED[key] = module.load(path)
+    return _LAST_LOADED[key]
+
 
 def probe(framework: str, path: str) -> dict[str, Any]:
     """Load a model and describe its input and output, so the orchestrator can fit the data."""
     module = importlib.import_module(f"convdiff.frameworks.{framework}")
     started = time.perf_counter()
-    model = module.load(path)
+    model = _load(module, framework, path)
     description = module.describe(model)
     description["load_seconds"] = time.perf_counter() - started
     return description
@@ -46,7 +59,7 @@ def infer(
 
     module = importlib.import_module(f"convdiff.frameworks.{framework}")
     started = time.perf_counter()
-    model = module.load(path)
+    model = _load(module, framework, path)
     description = module.describe(model)
     loaded = time.perf_counter()
     with np.load(inputs) as data:
