@@ -65,6 +65,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
     report.write(out / "report.json")
     cache = ArtifactCache(config.cache_dir or default_cache_dir(), enabled=config.use_cache)
     with WorkerPool(out / "logs", timeout=config.timeout) as pool:
+        _prestart(pool, [source.framework, *(edge.dst for edge in chain)])
         ws = Workspace(out, pool, cache, progress)
         try:
             _run_chain(ws, config, source, chain, records, report)
@@ -76,6 +77,14 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
             _finish(report, out)
             shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
     return report
+
+
+def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
+    """Start each runtime's worker at once: their imports overlap with each other and with
+    the image preparation instead of adding up (TensorFlow alone takes seconds)."""
+    for name in dict.fromkeys(frameworks):
+        info = framework(name)
+        pool.prestart(info.worker, "convdiff.tasks:warm_up", framework=name)
 
 
 def prepare_out_dir(out: Path | None, name: str) -> Path:

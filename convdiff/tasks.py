@@ -30,6 +30,22 @@ def _load(module: Any, framework: str, path: str) -> Any:
     return _LAST_LOADED[key]
 
 
+_HEAVY_IMPORTS = {
+    "keras": ("tensorflow", "keras"),
+    "tf": ("tensorflow",),
+    "tflite": ("ai_edge_litert.interpreter",),
+    "onnx": ("onnxruntime",),
+    "torch": ("torch",),
+}
+
+
+def warm_up(framework: str) -> str:
+    """Import a framework ahead of need, in a worker started early (WorkerPool.prestart)."""
+    for name in _HEAVY_IMPORTS.get(framework, ()):
+        importlib.import_module(name)
+    return framework
+
+
 def probe(framework: str, path: str) -> dict[str, Any]:
     """Load a model and describe its input and output, so the orchestrator can fit the data."""
     module = importlib.import_module(f"convdiff.frameworks.{framework}")

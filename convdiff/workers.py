@@ -4,8 +4,8 @@ Why a child process: TensorFlow and torchvision segfault when imported into one 
 wrong order; tf2onnx can take 13 GB; converters hang or abort. The orchestrating process (and the
 test process) therefore never imports a framework. It sends *tasks* -- an importable
 ``"module:function"`` with JSON keyword arguments -- to a long-lived worker of a named *kind*
-("tf", "torch", "onnx", "litert"). One kind never shares a process with another, and a worker is
-reused for the next task of its kind, so the framework import is paid once per run.
+("tf", "torch", "onnx", "litert", "tvm"). One kind never shares a process with another, and a
+worker is reused for the next task of its kind, so the framework import is paid once per run.
 
 Every outcome is a :class:`TaskOutcome`: a value, or a failure with its kind (``exception``,
 ``timeout``, ``died``, ``memory``), message and the tail of the worker's log.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WORKER_KINDS = ("tf", "torch", "onnx", "litert")
+WORKER_KINDS = ("tf", "torch", "onnx", "litert", "tvm")
 
 # Quiet the frameworks: their logs go to the worker's log file anyway, but CUDA builds of torch
 # probe for GPUs and TF prints notices on every start.
@@ -69,6 +69,7 @@ class _Worker:
     log_path: Path
     buffer: bytes = b""
     tasks_done: int = 0
+    pending: int = 0  # replies of warm-up requests still to be read and dropped
 
 
 @dataclass
@@ -130,6 +131,21 @@ class WorkerPool:
                 self._close_worker(kind)
         return outcome
 
+    def prestart(self, kind: str, func: str, **kwargs: Any) -> None:
+        """Start the worker of ``kind`` now and let it run ``func`` (say, a framework import)
+        while the caller does other work; its reply is dropped. A failure here is not
+        reported: the next real task of that kind meets it again and reports it."""
+        if kind in self._workers:
+            return
+        worker = self._start(kind)
+        try:
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.write((json.dumps({"func": func, "kwargs": kwargs}) + "\n").encode())
+            worker.proc.stdin.flush()
+            worker.pending += 1
+        except (BrokenPipeError, OSError):
+            pass
+
     def close(self) -> None:
         for kind in list(self._workers):
             self._close_worker(kind)
@@ -171,6 +187,9 @@ class WorkerPool:
             elapsed = time.perf_counter() - started
             if b"\n" in worker.buffer:
                 line, _, worker.buffer = worker.buffer.partition(b"\n")
+                if worker.pending:
+                    worker.pending -= 1  # a warm-up's reply
+                    continue
                 return self._parse(worker, line, started)
             if elapsed > timeout:
                 self._kill(worker)
@@ -253,8 +272,10 @@ class WorkerPool:
         if worker is None:
             return
         self._forget(worker)
+        # Every result is already on disk or in the reply; a framework's interpreter shutdown
+        # (seconds for TensorFlow) is not worth waiting for.
         try:
-            worker.proc.wait(timeout=30)
+            worker.proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             self._kill(worker)
 

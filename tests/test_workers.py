@@ -91,3 +91,10 @@ def test_mlir_diagnostic_is_cut_to_its_reason() -> None:
         "Could not translate MLIR to FlatBuffer: 'tf.Mean' op is neither a custom op nor a flex "
         "op [tf.Mean(tensor<?x1280x7x7xf32>, tensor<2xi64>) -> (tensor<?x1280x1x1xf32>)]"
     )
+
+
+def test_prestarted_worker_answers_the_next_call_not_the_warm_up(workers: WorkerPool) -> None:
+    workers.prestart("torch", "tests.tiny.worker_funcs:sleep", seconds=0.5)
+    first = workers.call("torch", "tests.tiny.worker_funcs:add", a=20, b=22)
+    assert first.ok and first.value == 42
+    assert workers.call("torch", "tests.tiny.worker_funcs:add", a=1, b=2).value == 3
