@@ -28,7 +28,7 @@ from convdiff.pipeline import Workspace, build_zoo_source, convert_hop, infer, p
 from convdiff.preprocess import PreprocessSpec
 from convdiff.progress import Progress
 from convdiff.render import write_markdown
-from convdiff.report import Artifact, Hop, RunReport
+from convdiff.report import Artifact, Hop, Phase, RunReport
 from convdiff.source import SourceSpec, resolve_source
 from convdiff.workers import WorkerPool
 
@@ -74,6 +74,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
             raise
         finally:
             report.timings = dict(ws.timings)
+            if pool.warm_up_seconds:  # framework imports done by prestarted workers
+                imports = sum(pool.warm_up_seconds.values())
+                report.timings["startup"] = Phase(imports, imports, 0.0)
             _finish(report, out)
             shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
     return report

@@ -86,6 +86,7 @@ class WorkerPool:
     max_memory_mb: float | None = None
     recycle_mb: float = 4096.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    warm_up_seconds: dict[str, float] = field(default_factory=dict, init=False)
     _workers: dict[str, _Worker] = field(default_factory=dict, init=False)
     _started: int = field(default=0, init=False)
 
@@ -188,7 +189,9 @@ class WorkerPool:
             if b"\n" in worker.buffer:
                 line, _, worker.buffer = worker.buffer.partition(b"\n")
                 if worker.pending:
-                    worker.pending -= 1  # a warm-up's reply
+                    worker.pending -= 1  # a warm-up's reply: keep only its duration
+                    reply = json.loads(line)
+                    self.warm_up_seconds[worker.kind] = reply.get("seconds", 0.0)
                     continue
                 return self._parse(worker, line, started)
             if elapsed > timeout:

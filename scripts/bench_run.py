@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVDIFF = [sys.executable, "-m", "convdiff.cli"]
-PHASES = ("prepare", "load", "convert", "infer", "compare")
+PHASES = ("startup", "prepare", "load", "convert", "infer", "compare")
+FRAMEWORK_WORK = ("startup", "load", "convert", "infer")  # imports, loads, converter, inference
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
