@@ -8,6 +8,7 @@ from pathlib import Path
 TFLITE_OPTS = ("none", "dynamic-range", "float16")
 TORCH_EXPORTERS = ("dynamo", "torchscript")
 WEIGHT_POLICIES = ("auto", "imagenet", "random")  # or a path to a weights file
+TARGET_PREPROCESS = ("source", "target")  # what the target is fed: see RunConfig
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,6 @@ class RunConfig:
     use_cache: bool = True
     timeout: float = 1800.0  # seconds per worker task
     batch_size: int = 8
+    # "source": the target gets the source's input tensor; "target": the last hop gets its own
+    # framework's customary preprocessing (convdiff.run.target_spec), saved as x-target.npz
+    target_preprocess: str = "source"

@@ -32,6 +32,11 @@ def _options(hop: Hop) -> str:
     return ", ".join(f"{k}={v}" for k, v in hop.options.items() if v is not None) or "defaults"
 
 
+def _target_preprocessing(report: RunReport) -> str:
+    target = report.preprocessing["target"]
+    return f"{target.get('description', '')} ({target.get('origin', '')})"
+
+
 def hop_line(hop: Hop) -> str:
     head = f"{hop.index}. {hop.src} -> {hop.dst} with {hop.tool} ({hop.version}) [{_options(hop)}]"
     if hop.crash is not None:
@@ -56,6 +61,8 @@ def summary(report: RunReport) -> str:
     ]
     if report.preprocessing:
         lines.append(f"preprocessing: {report.preprocessing.get('description', '')}")
+    if "target" in report.preprocessing:
+        lines.append(f"target fed: {_target_preprocessing(report)}")
     lines.append("chain (each hop compared with the source):")
     lines += [f"  {hop_line(hop)}" for hop in report.chain] or ["  (no hop ran)"]
     lines.append("")
@@ -119,6 +126,11 @@ def markdown(report: RunReport) -> str:
         f"- weights: {report.weights}",
         f"- images: {report.data}",
         f"- preprocessing: {report.preprocessing.get('description', 'n/a')}",
+        *(
+            [f"- target fed: {_target_preprocessing(report)}"]
+            if "target" in report.preprocessing
+            else []
+        ),
         f"- top-1 discrepancy: {_pct(report.top1_discrepancy)} "
         f"(allowed {report.max_discrepancy:g}%)",
         f"- top-5 discrepancy: {_pct(report.top5_discrepancy)}; "
