@@ -163,6 +163,105 @@ def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object
     ctx.exit(report.exit_code)
 
 
+@cli.command()
+@click.argument("config_file", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Check folder (default ./convdiff-check/TIME)."
+)
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
+@click.option("--quiet", is_flag=True, help="No progress lines, only one line per conversion.")
+@click.pass_context
+def check(
+    ctx: click.Context,
+    config_file: Path,
+    junit: Path | None,
+    out: Path | None,
+    cache_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Run every conversion of a TOML CONFIG and judge it against its thresholds (for CI)."""
+    from convdiff.check import run_check
+    from convdiff.check_config import CheckConfigError, load_check_config
+
+    try:
+        config = load_check_config(config_file)
+    except CheckConfigError as exc:
+        for line in exc.lines():
+            click.echo(f"error: {line}", err=True)
+        ctx.exit(2)
+    result = run_check(
+        config,
+        out,
+        cache_dir,
+        junit,
+        progress=not quiet,
+        on_result=lambda entry: click.echo(entry.line),
+    )
+    click.echo(result.summary())
+    ctx.exit(result.exit_code)
+
+
+@cli.command()
+@click.option("--models", required=True, help="Comma-separated zoo names or model files.")
+@click.option(
+    "--frameworks",
+    default="torch,keras,tf,tflite",
+    show_default=True,
+    help="Target columns; a zoo model's source rows are those of them the zoo offers.",
+)
+@click.option("--data", type=click.Path(path_type=Path), help="Image folder (default: samples).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option("--weights", default="auto", show_default=True, help="As for convdiff run.")
+@click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
+@click.option(
+    "--preprocess",
+    type=click.Choice(["source", "target"]),
+    default="source",
+    show_default=True,
+    help="Feed each target the source's tensor, or its own framework's customary one.",
+)
+@click.option("--tflite-opt", type=click.Choice(TFLITE_OPTS), default="none", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Table folder (resumable).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0, min_open=True),
+    help="GB the running cells may use together (default: 75% of the machine's memory).",
+)
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.pass_context
+def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **options: object):
+    """Label-discrepancy table: every model x source x target framework, one run per cell."""
+    from convdiff.table import TableConfig
+    from convdiff.table import table as run_table
+    from convdiff.table_render import to_markdown
+
+    config = TableConfig(
+        models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        frameworks=tuple(f.strip().lower() for f in frameworks.split(",") if f.strip()),
+        out=options["out"],
+        jobs=options["jobs"],
+        max_memory_gb=options["max_memory"],
+        preprocess=options["preprocess"],
+        weights=options["weights"],
+        seed=options["seed"],
+        data=options["data"],
+        labels=options["labels"],
+        limit=options["limit"],
+        tflite_opt=options["tflite_opt"],
+        cache_dir=options["cache_dir"],
+        timeout=options["timeout"],
+    )
+    report = run_table(config, quiet=quiet)
+    click.echo(to_markdown(report), nl=False)
+    click.echo(f"table: {Path(report.out_dir) / 'table.html'} (also .json, .csv, .md)")
+    ctx.exit(report.exit_code)
+
+
 def _guarded(invoke, debug: bool) -> int:
     """Run the command; map every kind of failure to one line on stderr and an exit code."""
     try:
