@@ -1,0 +1,174 @@
+"""Quantized weights read straight from a .tflite flatbuffer, for models TVM refuses.
+
+TVM's TFLite frontend refuses dynamic-range quantized files (int8 weights, float activations:
+what ``TFLiteConverter`` with ``Optimize.DEFAULT`` writes). The weights are still in the file:
+this module reads them with the ``tflite`` flatbuffer package (no TensorFlow), which tensors are
+int8, their scales and zero points, which operators consume them, and their dequantized float
+values ``(q - zero_point) * scale`` (per channel along ``quantized_dimension``).
+
+:func:`float_twin` writes the same model with each such weight replaced by its dequantized
+float32 values, which TVM imports like any float model: the canonical graph then carries
+exactly the weights the quantized model computes with, and the int8 values stay as evidence
+(:meth:`QuantReport.save`). The writer uses the flatbuffer object API of
+``ai_edge_litert.schema_py_generated`` (the ``tflite`` package has no writer); importing it
+loads no interpreter and no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_INT_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32}
+
+
+@dataclass
+class QuantTensor:
+    """One constant tensor stored quantized in the file."""
+
+    index: int
+    name: str
+    dtype: str  # TFLite tensor type name: INT8, UINT8, ...
+    shape: list[int]
+    scales: list[float]
+    zero_points: list[int]
+    quantized_dimension: int
+    consumers: list[str] = field(default_factory=list)  # "CONV_2D#0": op name, op index
+    values: np.ndarray | None = field(default=None, repr=False)  # the stored integers
+
+    def dequantized(self) -> np.ndarray:
+        """``(q - zero_point) * scale`` in float32, per channel when there are several scales."""
+        assert self.values is not None
+        q = self.values.astype(np.float64)
+        scale = np.asarray(self.scales, dtype=np.float64)
+        zero = np.asarray(self.zero_points, dtype=np.float64)
+        if scale.size > 1:
+            shape = [1] * q.ndim
+            shape[self.quantized_dimension] = scale.size
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return ((q - zero) * scale).astype(np.float32)
+
+    def step(self) -> np.ndarray:
+        """One quantization step per element (the scale broadcast over the tensor)."""
+        assert self.values is not None
+        scale = np.asarray(self.scales, dtype=np.float32)
+        if scale.size > 1:
+            shape = [1] * self.values.ndim
+            shape[self.quantized_dimension] = scale.size
+            scale = scale.reshape(shape)
+        return np.broadcast_to(scale, self.values.shape)
+
+
+@dataclass
+class QuantReport:
+    """Every quantized constant of a .tflite file (first subgraph)."""
+
+    path: str
+    tensors: list[QuantTensor]
+
+    @property
+    def quantized(self) -> list[QuantTensor]:
+        """Weights stored as integers with a scale (int32 biases of full-int models excluded)."""
+        return [t for t in self.tensors if t.dtype in ("INT8", "UINT8", "INT16")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "tensors": [
+                {k: v for k, v in t.__dict__.items() if k != "values"} for t in self.tensors
+            ],
+        }
+
+    def save(self, npz_path: Path) -> Path:
+        """Integers, scales, zero points and dequantized values, keyed ``<tensor name>/...``."""
+        arrays: dict[str, np.ndarray] = {}
+        for t in self.tensors:
+            assert t.values is not None
+            arrays[f"{t.name}/q"] = t.values
+            arrays[f"{t.name}/scale"] = np.asarray(t.scales, dtype=np.float32)
+            arrays[f"{t.name}/zero_point"] = np.asarray(t.zero_points, dtype=np.int64)
+            arrays[f"{t.name}/float"] = t.dequantized()
+        np.savez(npz_path, **arrays)
+        return Path(npz_path)
+
+
+def read(path: str | Path) -> QuantReport:
+    """List the quantized constant tensors of a .tflite file, with values and consumers."""
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+    from tflite.TensorType import TensorType
+
+    type_names = {v: k for k, v in TensorType.__dict__.items() if not k.startswith("_")}
+    op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    buf = Path(path).read_bytes()
+    model = tflite.Model.GetRootAsModel(buf, 0)
+    graph = model.Subgraphs(0)
+    consumers: dict[int, list[str]] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        op_name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+        for t in op.InputsAsNumpy():
+            consumers.setdefault(int(t), []).append(f"{op_name}#{i}")
+    tensors = []
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        dtype = type_names.get(tensor.Type(), "?")
+        quant = tensor.Quantization()
+        data = model.Buffers(tensor.Buffer()).DataAsNumpy() if tensor.Buffer() else 0
+        if dtype not in _INT_TYPES or quant is None or quant.ScaleLength() == 0:
+            continue
+        if isinstance(data, int) or len(data) == 0:  # an activation, not a constant
+            continue
+        shape = [int(d) for d in tensor.ShapeAsNumpy()]
+        values = np.frombuffer(data.tobytes(), dtype=_INT_TYPES[dtype]).reshape(shape)
+        tensors.append(
+            QuantTensor(
+                index=i,
+                name=tensor.Name().decode(),
+                dtype=dtype,
+                shape=shape,
+                scales=[float(s) for s in quant.ScaleAsNumpy()],
+                zero_points=[int(z) for z in quant.ZeroPointAsNumpy()],
+                quantized_dimension=int(quant.QuantizedDimension()),
+                consumers=consumers.get(i, []),
+                values=values.copy(),
+            )
+        )
+    return QuantReport(str(path), tensors)
+
+
+def float_twin(path: str | Path, out_path: str | Path) -> Path:
+    """Write ``path`` with every quantized weight that a float op consumes directly (dynamic
+    range) replaced by its dequantized float32 values and its quantization removed."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    report = read(path)
+    model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+    graph = model.subgraphs[0]
+    dequantize_ops = {
+        i
+        for i, code in enumerate(model.operatorCodes)
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE
+    }
+    fed_to_dequantize = {
+        int(t) for op in graph.operators if op.opcodeIndex in dequantize_ops for t in op.inputs
+    }
+    for qt in report.quantized:
+        if qt.index in fed_to_dequantize:  # already dequantized by an explicit op
+            continue
+        tensor = graph.tensors[qt.index]
+        model.buffers[tensor.buffer].data = np.frombuffer(
+            qt.dequantized().tobytes(), dtype=np.uint8
+        )
+        tensor.type = schema.TensorType.FLOAT32
+        tensor.quantization = None
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = Path(out_path)
+    out.write_bytes(bytes(builder.Output()))
+    return out

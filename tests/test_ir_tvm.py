@@ -1,0 +1,194 @@
+"""TVM Relax import of real converted models, canonicalized and aligned across routes.
+
+Every framework call runs in a worker: ``tvm`` for the imports, ``tf`` for the conversions
+(convdiff.tasks:convert), ``onnx`` for onnxruntime. The test process reads graph.json/npz only,
+and the .tflite flatbuffer with the pure-Python ``tflite`` package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from convdiff.ir import import_via_pool, keras_route, tflite_quant
+from convdiff.ir.align import align, param_diffs
+from convdiff.ir.canonicalize import canonicalize
+from convdiff.ir.graph import CanonicalGraph
+from convdiff.workers import WorkerPool
+from tests.tiny.ir_models import tiny_rich_cnn
+
+REFUSAL = (
+    "OpNotImplemented: The following operators are likely to have dynamic range quantization: "
+    "'CONV_2D'. If you are running an optimized graph, please turn off dynamic range "
+    "quantization or use full integer quantization"
+)
+
+
+def _convert(pool: WorkerPool, src: str, dst: str, path: str, out: Path, **options: Any) -> str:
+    outcome = pool.call(
+        "tf",
+        "convdiff.tasks:convert",
+        src=src,
+        dst=dst,
+        src_path=path,
+        out_dir=str(out),
+        options=options,
+    )
+    assert outcome, outcome.message
+    return outcome.value["path"]
+
+
+def _imported(pool: WorkerPool, framework: str, path: str, out: Path, **kw: Any) -> CanonicalGraph:
+    graph, info = import_via_pool(pool, framework, path, out, **kw)
+    assert graph is not None, info
+    return graph
+
+
+def _assert_same(a: CanonicalGraph, b: CanonicalGraph) -> None:
+    """Every layer aligned, same attrs, params within 1e-5."""
+    alignment = align(a, b)
+    assert alignment.unmatched == []
+    assert alignment, alignment.to_json()
+    for pair in alignment.pairs:
+        assert a[pair.a].attrs == b[pair.b].attrs, (pair, a[pair.a].attrs, b[pair.b].attrs)
+        assert sorted(a[pair.a].params) == sorted(b[pair.b].params)
+    diffs = param_diffs(a, b, alignment)
+    assert diffs and max(diffs.values()) < 1e-5, diffs
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_rich_cnn(tmp_path_factory.mktemp("rich") / "rich.onnx")
+
+
+@pytest.fixture(scope="module")
+def keras_cnn(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("kcnn")
+    built = pool.call("tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(out))
+    assert built, built.message
+    return built.value
+
+
+def test_onnx_direct_equals_onnx2keras_then_tflite(
+    pool: WorkerPool, rich: Path, tmp_path: Path
+) -> None:
+    """NCHW ONNX (conv+BN+ReLU6+maxpool, conv+ReLU+avgpool, flatten 3x3, dense) imported
+    directly vs converted by onnx2keras and TFLiteConverter: the TFLite graph has explicit pads,
+    NCHW<->NHWC transposes around every conv and pool, BN folded, a run-time computed Flatten
+    shape; after canonicalization the two are the same graph."""
+    keras_path = _convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
+    tflite_path = _convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
+    direct = _imported(pool, "onnx", str(rich), tmp_path / "tvm-onnx")
+    routed = _imported(pool, "tflite", tflite_path, tmp_path / "tvm-tflite")
+    assert direct.ops() == [
+        "conv2d", "add", "batch_norm", "maximum", "minimum", "pool_max", "conv2d", "add", "relu",
+        "pool_avg", "flatten", "dense", "add", "softmax",
+    ]  # fmt: skip
+    transposes = [lay for lay in routed.layers if lay.attrs.get("tvm_op") == "permute_dims"]
+    assert len(transposes) == 6  # NCHW <-> NHWC around both convs and both pools
+    assert routed.ops().count("pad") == 3
+    a, b = canonicalize(direct), canonicalize(routed)
+    assert a.ops() == b.ops() == [
+        "conv2d", "relu6", "pool_max", "conv2d", "relu", "pool_avg", "flatten", "dense", "softmax",
+    ]  # fmt: skip
+    assert a.layers[1].folded == ["add lv2", "batch_norm lv3 epsilon=0.001"]
+    assert b.layers[1].folded == ["pad lv [1, 1, 1, 1]", "add lv3"]
+    _assert_same(a, b)
+
+
+def test_keras_through_tflite_equals_keras_through_tf2onnx(
+    pool: WorkerPool, keras_cnn: dict[str, str], tmp_path: Path
+) -> None:
+    """Keras (NHWC) -> TFLite vs -> ONNX (tf2onnx): both come out as one logical NCHW graph."""
+    assert keras_route("tflite") == "onnx"
+    via_tflite = _imported(pool, "keras", keras_cnn["keras"], tmp_path / "t", route="tflite")
+    via_onnx = _imported(pool, "keras", keras_cnn["keras"], tmp_path / "o", route="onnx")
+    assert via_tflite.meta["route"] == "keras -> tflite (TFLiteConverter)"
+    assert via_onnx.meta["route"] == "keras -> onnx (tf2onnx)"
+    a, b = canonicalize(via_tflite), canonicalize(via_onnx)
+    assert a.ops() == b.ops() == ["conv2d", "relu", "pool_global_avg", "dense", "softmax"]
+    assert a.layers[0].shape == [1, 3, 8, 8]  # NHWC input read as logical NCHW
+    assert b.layers[0].shape == [-1, 3, 8, 8]  # tf2onnx keeps the free batch
+    _assert_same(a, b)
+
+
+def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    built = pool.call(
+        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
+    )
+    assert built, built.message
+    q_path = _convert(
+        pool, "keras", "tflite", built.value["keras"], tmp_path / "q", tflite_opt="dynamic-range"
+    )
+    report = tflite_quant.read(q_path)
+    assert [(t.name, t.dtype, t.shape, t.consumers) for t in report.quantized] == [
+        ("tiny_cnn_1/conv_1/convolution", "INT8", [48, 3, 3, 3], ["CONV_2D#0"])
+    ]
+    kernel = report.quantized[0]
+    assert len(kernel.scales) == 48 and set(kernel.zero_points) == {0}
+
+    quantized = _imported(pool, "tflite", q_path, tmp_path / "tvm-q")
+    assert quantized.meta["refused"] == REFUSAL
+    with np.load(tmp_path / "tvm-q" / "quant.npz") as evidence:
+        np.testing.assert_array_equal(evidence["tiny_cnn_1/conv_1/convolution/q"], kernel.values)
+    # the float original: the same Keras model through tf2onnx (BN folded by canonicalization)
+    original = _imported(pool, "keras", built.value["keras"], tmp_path / "f", route="onnx")
+    a, b = canonicalize(quantized), canonicalize(original)
+    alignment = align(a, b)
+    assert alignment and alignment.unmatched == []
+    conv_a, conv_b = a.layers[1], b[alignment.b_of(a.layers[1].id)]
+    step = np.asarray(kernel.scales, dtype=np.float32)[:, None, None, None]
+    error = np.abs(conv_a.params["weight"] - conv_b.params["weight"])
+    assert np.all(error <= step * 1.0001)  # within one quantization step
+    assert np.all(error <= step / 2 + 1e-6)  # round-to-nearest: half a step
+    assert error.max() > 1e-4  # and the weights really differ: the int8 precision is visible
+    dense_a, dense_b = a.layers[4], b[alignment.b_of(a.layers[4].id)]
+    np.testing.assert_array_equal(dense_a.params["weight"], dense_b.params["weight"])
+
+
+def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=rng.uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32))
+    ran = pool.call(
+        "tvm",
+        "convdiff.ir.tvm_import:run_tvm",
+        framework="onnx",
+        path=str(rich),
+        inputs_npz=str(inputs),
+        outputs_npz=str(tmp_path / "tvm.npz"),
+    )
+    assert ran, ran.message
+    assert ran.value["layout"] == "NCHW" and ran.value["output_shape"] == [3, 5]
+    ort = pool.call(
+        "onnx",
+        "convdiff.tasks:infer",
+        framework="onnx",
+        path=str(rich),
+        inputs=str(inputs),
+        outputs=str(tmp_path / "ort.npz"),
+    )
+    assert ort, ort.message
+    with np.load(tmp_path / "tvm.npz") as t, np.load(tmp_path / "ort.npz") as o:
+        assert np.abs(t["y"] - o["y"]).max() < 1e-5
+        assert (t["y"].argmax(1) == o["y"].argmax(1)).all()
+    print(
+        f"TVM compile {ran.value['compile_seconds']:.2f} s, "
+        f"run {ran.value['run_seconds'] * 1000:.1f} ms for 3 images"
+    )
+
+
+def test_torch_export_imports_in_the_tvm_worker(pool: WorkerPool, tmp_path: Path) -> None:
+    """from_exported_program needs torch beside TVM: the tvm worker imports both (never TF)."""
+    made = pool.call("torch", "tests.tiny.torch_models:make_tiny", out_dir=str(tmp_path))
+    assert made, made.message
+    graph = _imported(pool, "torch", made.value["path"], tmp_path / "tvm")
+    canon = canonicalize(graph)
+    assert canon.ops() == ["conv2d", "relu", "pool_max", "pool_global_avg", "dense"]
+    assert canon.layers[1].folded == ["add lv2", "batch_norm lv3 epsilon=1e-05"]
+    assert canon.layers[0].shape == [-1, 3, 16, 16]
