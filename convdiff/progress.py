@@ -35,6 +35,9 @@ class Progress:
         self.result = "done"
         try:
             yield self
+        except BaseException:
+            self.result = "failed"
+            raise
         finally:
             elapsed = time.perf_counter() - self._started
             self._write(f"{self._label} ... {self.result} ({elapsed:.1f} s)", final=True)
