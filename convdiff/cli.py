@@ -262,6 +262,42 @@ def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **optio
     ctx.exit(report.exit_code)
 
 
+@cli.command()
+@click.argument("source_model", type=click.Path(path_type=Path))
+@click.argument("target_model", type=click.Path(path_type=Path))
+@click.option("--src", type=_frameworks_choice(), help="Framework of SOURCE_MODEL (detected).")
+@click.option("--dst", type=_frameworks_choice(), help="Framework of TARGET_MODEL (detected).")
+@click.option(
+    "--stages",
+    default="weights,hyperparams,graph",
+    show_default=True,
+    help="Comma-separated stages to run.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.pass_context
+def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) -> None:
+    """Find which layers of TARGET_MODEL depart from SOURCE_MODEL, and why (exit 0 none, 1 found,
+    3 a stage crashed)."""
+    from convdiff.localize import LocalizeConfig, summary
+    from convdiff.localize import localize as run_localize
+    from convdiff.progress import Progress
+
+    config = LocalizeConfig(
+        source=str(options["source_model"]),
+        target=str(options["target_model"]),
+        src=options["src"],
+        dst=options["dst"],
+        stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+        out=options["out"],
+        timeout=options["timeout"],
+    )
+    report = run_localize(config, Progress(enabled=not quiet))
+    click.echo(summary(report))
+    ctx.exit(report.exit_code)
+
+
 def _guarded(invoke, debug: bool) -> int:
     """Run the command; map every kind of failure to one line on stderr and an exit code."""
     try:

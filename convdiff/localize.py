@@ -1,0 +1,390 @@
+"""`convdiff localize`: find where and why a converted model departs from its source.
+
+The orchestrator of one localization. It imports both model files into TVM Relax through the
+worker pool (frameworks stay in workers; Keras/TF take one float converter first, see
+:func:`convdiff.ir.import_via_pool`), canonicalizes and aligns the two layer graphs, runs the
+selected stages (:mod:`convdiff.stages`) and writes ``report.json`` and ``report.md`` in the
+output folder. A stage that crashes is recorded and the others still run.
+
+Layer names: findings name layers as the model files do (ONNX node names, TFLite op output
+tensor names). TVM's importers keep no names, but they emit one Relax op per file op in file
+order, so the k-th ``Conv`` node of an ONNX file is the k-th ``conv2d`` of its raw graph; a
+kind whose counts differ keeps the canonical ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import convdiff
+from convdiff.errors import ConvdiffError, InputShapeError
+from convdiff.ir import import_via_pool, keras_route
+from convdiff.ir.align import align, squeezed
+from convdiff.ir.canonicalize import canonicalize
+from convdiff.ir.graph import CanonicalGraph
+from convdiff.progress import Progress
+from convdiff.report import write_atomic
+from convdiff.source import resolve_source
+from convdiff.stages import StageContext, stage_function
+from convdiff.stages.findings import STAGES, Finding, ordered
+from convdiff.stages.graph import rank
+from convdiff.workers import WorkerPool
+
+SCHEMA_VERSION = 1
+GRAPH_STAGES = ("weights", "hyperparams", "graph")  # what the canonical graphs alone decide
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """One `convdiff localize`: the two model files, the stages, where to write."""
+
+    source: str
+    target: str
+    src: str | None = None  # framework of the source file (detected when None)
+    dst: str | None = None
+    stages: tuple[str, ...] = GRAPH_STAGES
+    out: Path | None = None
+    timeout: float = 1800.0
+
+
+@dataclass
+class LocalizeReport:
+    source: str
+    target: str
+    src: str
+    dst: str
+    stages: list[str]
+    schema_version: int = SCHEMA_VERSION
+    convdiff_version: str = ""
+    created: str = ""
+    out_dir: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    suspects: list[dict[str, Any]] = field(default_factory=list)  # graph stage's ranking
+    alignment: dict[str, Any] = field(default_factory=dict)  # pairs/unmatched counts
+    imports: dict[str, Any] = field(default_factory=dict)  # per side: route, refusal, notes
+    crashes: list[dict[str, str]] = field(default_factory=list)  # a stage that stopped
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def faults(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_fault]
+
+    @property
+    def exit_code(self) -> int:
+        """0 nothing found, 1 findings, 3 a stage crashed (bad input raises: exit 2)."""
+        if self.crashes:
+            return 3
+        return 1 if self.faults else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["findings"] = [f.to_dict() for f in self.findings]
+        return data
+
+    def write(self, out: Path) -> None:
+        write_atomic(out / "report.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(out / "report.md", to_markdown(self))
+
+
+def localize(
+    config: LocalizeConfig, progress: Progress | None = None, pool: WorkerPool | None = None
+) -> LocalizeReport:
+    """Localize the faults of ``config.target`` against ``config.source``; see the module doc.
+
+    ``pool``: a running worker pool to reuse (tests share one); else one lives for this call.
+    """
+    from convdiff.run import prepare_out_dir
+
+    unknown = [s for s in config.stages if s not in STAGES]
+    if unknown:
+        raise ConvdiffError(f"unknown stage {unknown[0]!r}", f"use some of: {', '.join(STAGES)}")
+    todo = [s for s in config.stages if s not in GRAPH_STAGES]
+    if todo:
+        raise ConvdiffError(
+            f"the {todo[0]} stage is not available in this version",
+            f"use --stages with some of: {', '.join(GRAPH_STAGES)}",
+        )
+    source = resolve_source(config.source, config.src)
+    target = resolve_source(config.target, config.dst)
+    if source.file is None or target.file is None:
+        raise ConvdiffError("localize compares two model files", "pass two model file paths")
+    out = prepare_out_dir(config.out, f"localize-{source.name}-{target.name}")
+    progress = progress or Progress()
+    report = LocalizeReport(
+        source=str(source.file),
+        target=str(target.file),
+        src=source.framework,
+        dst=target.framework,
+        stages=[s for s in STAGES if s in config.stages],
+        convdiff_version=convdiff.__version__,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        out_dir=str(out),
+    )
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(out / "logs", timeout=config.timeout))
+        graphs = []
+        for side, spec, other in (("source", source, target), ("target", target, source)):
+            with progress.step(f"importing the {side} into TVM ({spec.framework})"):
+                raw, info = import_via_pool(
+                    pool, spec.framework, spec.file, out / "ir" / side, keras_route(other.framework)
+                )
+            if raw is None:
+                raise ConvdiffError(
+                    f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}",
+                    "localize needs both models in TVM Relax",
+                )
+            report.imports[side] = {
+                k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
+            }
+            graphs.append((raw, canonicalize(raw), info))
+    (raw_a, a, _), (raw_b, b, info_b) = graphs
+    check_comparable(a, b, source.file.name, target.file.name)
+    alignment = align(a, b)
+    report.alignment = {
+        "pairs": len(alignment.pairs),
+        "unmatched": len(alignment.unmatched),
+        "file": "ir/alignment.json",
+    }
+    write_atomic(out / "ir" / "alignment.json", json.dumps(alignment.to_json(), indent=1) + "\n")
+    names_a, _ = file_names(raw_a)
+    names_b, index_b = file_names(raw_b)
+    ctx = StageContext(
+        a, b, alignment, names_a, names_b, quant_evidence(info_b, raw_b.meta["path"], index_b)
+    )
+    findings: list[Finding] = []
+    for stage in report.stages:
+        with progress.step(f"stage {stage}"):
+            try:
+                findings.extend(stage_function(stage)(ctx))
+            except Exception as exc:  # a bug or an unforeseen graph: the other stages still run
+                report.crashes.append({"stage": stage, "message": f"{type(exc).__name__}: {exc}"})
+    report.findings = ordered(findings)
+    report.suspects = rank(report.findings)
+    report.write(out)
+    return report
+
+
+def _import_error(info: dict[str, Any]) -> str:
+    """TVM's refusal, naming the unsupported op when TVM says which."""
+    error = str(info.get("error", "unknown error"))
+    marker = "are not supported for frontend"
+    if marker in error:
+        frontend, _, ops = error.split(marker, 1)[1].partition(":")
+        return f"unsupported op {ops.strip()} (TVM{frontend.rstrip()} frontend; {error})"
+    return error
+
+
+def check_comparable(a: CanonicalGraph, b: CanonicalGraph, name_a: str, name_b: str) -> None:
+    """Refuse two models that take different inputs or do different tasks (exit 2)."""
+    in_a = [squeezed(a[i].shape) for i in a.inputs]
+    in_b = [squeezed(b[i].shape) for i in b.inputs]
+    if in_a != in_b:
+        raise InputShapeError(
+            f"{name_a} and {name_b} take different inputs (per image, logical C,H,W: "
+            f"{_shapes(in_a)} vs {_shapes(in_b)})",
+            "localize compares a model with its conversion: give both the same input size",
+        )
+    out_a = [int(np.prod(squeezed(a[o].shape))) for o in a.outputs]
+    out_b = [int(np.prod(squeezed(b[o].shape))) for o in b.outputs]
+    if len(out_a) != len(out_b) or any(abs(x - y) > 1 for x, y in zip(out_a, out_b, strict=True)):
+        raise ConvdiffError(
+            f"{name_a} and {name_b} do different tasks (outputs of {out_a} vs {out_b} values "
+            "per image)",
+            "localize compares a model with its conversion",
+        )
+
+
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    return ", ".join("x".join(str(d) for d in s) for s in shapes)
+
+
+# -- names the model files use ---------------------------------------------------------------
+
+ONNX_KINDS = {
+    "Conv": "conv2d",
+    "Gemm": "dense",
+    "MatMul": "dense",
+    "MaxPool": "pool_max",
+    "AveragePool": "pool_avg",
+    "GlobalAveragePool": "pool_global_avg",
+    "BatchNormalization": "batch_norm",
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softmax": "softmax",
+    "Concat": "concat",
+    "Clip": "clip",
+}
+TFLITE_KINDS = {
+    "CONV_2D": "conv2d",
+    "DEPTHWISE_CONV_2D": "conv2d",
+    "FULLY_CONNECTED": "dense",
+    "MAX_POOL_2D": "pool_max",
+    "AVERAGE_POOL_2D": "pool_avg",
+    "SOFTMAX": "softmax",
+    "CONCATENATION": "concat",
+}
+
+
+def file_names(raw: CanonicalGraph) -> tuple[dict[str, str], dict[str, int]]:
+    """Layer id -> name in the model file, and layer id -> op index in the file (see the
+    module docstring). Empty when the file cannot be read or is of another kind."""
+    path, fw = raw.meta.get("path"), raw.meta.get("framework")
+    try:
+        if fw == "onnx":
+            ops = _onnx_ops(path)
+        elif fw == "tflite":
+            ops = _tflite_ops(path)
+        else:
+            return {}, {}
+    except Exception:  # names are a convenience: the canonical ids still identify layers
+        return {}, {}
+    names, index = {}, {}
+    for kind in dict.fromkeys(k for k, _, _ in ops):
+        in_file = [(name, i) for k, name, i in ops if k == kind]
+        layers = [lay.id for lay in raw.layers if _kind(raw, lay) == kind]
+        if len(in_file) == len(layers):
+            for lid, (name, i) in zip(layers, in_file, strict=True):
+                names[lid], index[lid] = name, i
+    return names, index
+
+
+def _kind(raw: CanonicalGraph, layer: Any) -> str:
+    """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants."""
+    if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
+        before = raw[layer.inputs[0]]
+        scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
+        return "" if layer.op == "minimum" and scalar_max else "clip"
+    return layer.op
+
+
+def _onnx_ops(path: str) -> list[tuple[str, str, int]]:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    weights = {init.name for init in model.graph.initializer}
+    return [
+        (ONNX_KINDS[n.op_type], _onnx_name(n, weights), i)
+        for i, n in enumerate(model.graph.node)
+        if n.op_type in ONNX_KINDS
+    ]
+
+
+def _onnx_name(node: Any, weights: set[str]) -> str:
+    """The node's name; for tf2onnx's generated ones (``Conv__10``) its weight's TF name,
+    which holds the Keras layer's (``tiny_cnn_1/conv_1/convolution/merged_input``)."""
+    name = node.name or node.output[0]
+    if re.search(r"__\d+$", name):
+        weight = next((i for i in node.input[1:] if i in weights), None)
+        if weight:
+            return weight.removeprefix("StatefulPartitionedCall/").removesuffix(":0")
+    return name
+
+
+def _tflite_ops(path: str) -> list[tuple[str, str, int]]:
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+        if kind in TFLITE_KINDS:
+            out = graph.Tensors(int(op.OutputsAsNumpy()[0])).Name().decode()
+            ops.append((TFLITE_KINDS[kind], out, i))
+    return ops
+
+
+def quant_evidence(
+    info: dict[str, Any], path: str, index: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Target layer id -> the int8 tensor its weight came from (dynamic-range TFLite files)."""
+    if not info.get("quant"):
+        return {}
+    from convdiff.ir import tflite_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence = {}
+    for tensor in tflite_quant.read(path).quantized:
+        for consumer in tensor.consumers:
+            lid = by_index.get(int(consumer.rpartition("#")[2]))
+            if lid is not None:
+                evidence[lid] = {
+                    "tensor": tensor.name,
+                    "dtype": tensor.dtype,
+                    "scales": tensor.scales,
+                }
+    return evidence
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def summary(report: LocalizeReport) -> str:
+    """The terminal summary: one line per finding, stage by stage."""
+    lines = [
+        f"localize {Path(report.source).name} ({report.src}) -> {Path(report.target).name} "
+        f"({report.dst}): {len(report.faults)} finding(s), stages {', '.join(report.stages)}"
+    ]
+    for f in report.findings:
+        where = f"{f.source_layer or '-'} -> {f.target_layer or '-'}"
+        lines.append(f"  [{f.stage}] {f.kind} at {where}: {f.summary}")
+        if f.suggestion:
+            lines.append(f"      fix: {f.suggestion}")
+    for crash in report.crashes:
+        lines.append(f"  stage {crash['stage']} crashed: {crash['message']}")
+    lines.append(f"report: {Path(report.out_dir) / 'report.md'}")
+    return "\n".join(lines)
+
+
+def to_markdown(report: LocalizeReport) -> str:
+    out = [
+        f"# convdiff localize: {Path(report.source).name} -> {Path(report.target).name}",
+        "",
+        f"- source: `{report.source}` ({report.src})",
+        f"- target: `{report.target}` ({report.dst})",
+        f"- stages: {', '.join(report.stages)}",
+        f"- aligned layer pairs: {report.alignment.get('pairs')}, "
+        f"unmatched layers: {report.alignment.get('unmatched')}",
+    ]
+    for side, info in report.imports.items():
+        if info.get("route") or info.get("refused"):
+            out.append(
+                f"- {side} import: route {info.get('route')}; refused: {info.get('refused')}"
+            )
+    out += ["", "## Findings", ""]
+    if not report.findings:
+        out.append("No finding: the canonical graphs agree.")
+    for stage in report.stages:
+        found = [f for f in report.findings if f.stage == stage]
+        if not found:
+            continue
+        out += [f"### {stage}", "", "| kind | source layer | target layer | what | fix |"]
+        out.append("|---|---|---|---|---|")
+        for f in found:
+            cells = [f.kind, f.source_layer or "-", f.target_layer or "-", f.summary, f.suggestion]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append("")
+    if report.suspects:
+        out += ["## Suspicious layers", ""]
+        out += [f"1. `{s['layer']}` ({', '.join(s['kinds'])})" for s in report.suspects]
+        out.append("")
+    for crash in report.crashes:
+        out.append(f"- stage {crash['stage']} crashed: {crash['message']}")
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["LocalizeConfig", "LocalizeReport", "check_comparable", "localize", "summary"]

@@ -1,0 +1,167 @@
+"""Stage 3, hyperparameters: what an aligned layer computes besides its weights.
+
+For each aligned pair, every attribute of the canonical layers is compared (strides, pads as
+``[top, left, bottom, right]``, dilation, groups, pooling kernel, ``ceil_mode``,
+``count_include_pad``, clip bounds, softmax/concat/mean axes, flatten order, pad value/mode);
+a folded BatchNorm's epsilon is compared too (canonicalization records it in ``folded``).
+Attributes that only restate a weight's shape (a conv's ``kernel``, a dense layer's ``units``)
+are the weights stage's business. One activation standing where the other model has another
+(ReLU6 against ``Clip(0, 5)``; the aligner leaves both unmatched) is an ``activation`` or
+``clip_bounds`` finding here, not a graph change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convdiff.ir.graph import Layer
+from convdiff.stages import StageContext, folded_batch_norm, near_pairs
+from convdiff.stages.findings import Finding, jsonable
+
+# attributes derived from parameter shapes or layout bookkeeping: not hyperparameters
+SKIP = {"conv2d": {"kernel"}, "dense": {"units"}}
+SKIP_ALL = {"noise", "shape", "spatial_only", "pad_width", "keepdims"}
+BOUNDS = {"relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}
+
+
+def run(ctx: StageContext) -> list[Finding]:
+    findings: list[Finding] = []
+    for pair in ctx.alignment.pairs:
+        la, lb = ctx.a[pair.a], ctx.b[pair.b]
+        findings.extend(_attr_findings(ctx, la, lb))
+        findings.extend(_epsilon_findings(ctx, la, lb))
+    for ua, ub in near_pairs(ctx):
+        finding = _activation_finding(ctx, ctx.a[ua.layer], ctx.b[ub.layer])
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _attr_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
+    skip = SKIP_ALL | SKIP.get(la.op, set())
+    findings = []
+    for key in [k for k in dict.fromkeys([*la.attrs, *lb.attrs]) if k not in skip]:
+        va, vb = la.attrs.get(key), lb.attrs.get(key)
+        if _same(va, vb):
+            continue
+        kind, summary, fix = _describe(la.op, key, va, vb)
+        findings.append(
+            Finding(
+                "hyperparams",
+                kind,
+                ctx.name_a(la.id),
+                ctx.name_b(lb.id),
+                f"{la.op} {summary}",
+                jsonable({"op": la.op, "attr": key, "source": va, "target": vb}),
+                fix,
+            )
+        )
+    return findings
+
+
+def _same(va: Any, vb: Any) -> bool:
+    if isinstance(va, float) and isinstance(vb, float):
+        return va == vb or abs(va - vb) <= 1e-6 * max(abs(va), abs(vb))
+    return va == vb
+
+
+def _describe(op: str, key: str, va: Any, vb: Any) -> tuple[str, str, str]:
+    """Kind, one-line summary and repair for one attribute mismatch."""
+    both = f"source {va}, target {vb}"
+    if key == "pads":
+        if isinstance(vb, list) and not any(vb) and isinstance(va, list) and any(va):
+            return (
+                "lost_pads",
+                f"pads lost ({both}; [top, left, bottom, right])",
+                (f"give the target {op} the source's pads {va} (or insert a zero Pad before it)"),
+            )
+        if _asymmetric(va) or _asymmetric(vb):
+            return (
+                "asymmetric_pads",
+                f"asymmetric pads ({both}; [top, left, bottom, right])",
+                (
+                    f"set the target {op}'s pads to {va}: TF 'SAME' pads bottom/right only when "
+                    "the total is odd, explicit symmetric pads do not"
+                ),
+            )
+        return (
+            "pads",
+            f"pads differ ({both}; [top, left, bottom, right])",
+            (f"set the target {op}'s pads to {va}"),
+        )
+    fixes = {
+        "count_include_pad": f"set count_include_pad={va} on the target {op} (the source "
+        f"{'counts' if va else 'does not count'} padded zeros in the average)",
+        "ceil_mode": f"set ceil_mode={va} on the target {op}",
+    }
+    fix = fixes.get(key, f"set the target {op}'s {key} to {va}")
+    if op == "clip" and key in ("min", "max"):
+        return "clip_bounds", f"clip {key} differs ({both})", f"clip the target at {key}={va}"
+    return key, f"{key} differs ({both})", fix
+
+
+def _asymmetric(pads: Any) -> bool:
+    return isinstance(pads, list) and len(pads) == 4 and (pads[0], pads[1]) != (pads[2], pads[3])
+
+
+def _epsilon_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
+    fa, fb = folded_batch_norm(la), folded_batch_norm(lb)
+    if fa is None or fb is None or _same(fa[1], fb[1]):
+        return []
+    return [
+        Finding(
+            "hyperparams",
+            "epsilon",
+            ctx.name_a(fa[0]),
+            ctx.name_b(fb[0]),
+            f"batch_norm (folded into {la.op}) epsilon differs (source {fa[1]:g}, "
+            f"target {fb[1]:g})",
+            jsonable(
+                {
+                    "op": "batch_norm",
+                    "attr": "epsilon",
+                    "source": fa[1],
+                    "target": fb[1],
+                    "folded_into": [ctx.name_a(la.id), ctx.name_b(lb.id)],
+                }
+            ),
+            f"set the target BatchNorm's epsilon to {fa[1]:g} (its folded weights then equal "
+            "the source's)",
+        )
+    ]
+
+
+def _bounds(layer: Layer) -> tuple[float, float] | None:
+    if layer.op == "clip":
+        return float(layer.attrs["min"]), float(layer.attrs["max"])
+    return BOUNDS.get(layer.op)
+
+
+def _activation_finding(ctx: StageContext, la: Layer, lb: Layer) -> Finding | None:
+    ba, bb = _bounds(la), _bounds(lb)
+    evidence: dict[str, Any] = {"source_op": la.op, "target_op": lb.op}
+    if ba is not None and bb is not None:
+        if ba == bb:
+            return None
+        evidence.update(source=list(ba), target=list(bb))
+        return Finding(
+            "hyperparams",
+            "clip_bounds",
+            ctx.name_a(la.id),
+            ctx.name_b(lb.id),
+            f"activation clip bounds differ (source {la.op} [{ba[0]:g}, {ba[1]:g}], "
+            f"target {lb.op} [{bb[0]:g}, {bb[1]:g}])",
+            jsonable(evidence),
+            f"clip the target to [{ba[0]:g}, {ba[1]:g}] ({la.op}) as the source does",
+        )
+    if la.op == lb.op:
+        return None
+    return Finding(
+        "hyperparams",
+        "activation",
+        ctx.name_a(la.id),
+        ctx.name_b(lb.id),
+        f"activation differs (source {la.op}, target {lb.op})",
+        jsonable(evidence),
+        f"use {la.op} in the target as the source does",
+    )
