@@ -4,7 +4,9 @@ The orchestrator of one localization. It imports both model files into TVM Relax
 worker pool (frameworks stay in workers; Keras/TF take one float converter first, see
 :func:`convdiff.ir.import_via_pool`), canonicalizes and aligns the two layer graphs, runs the
 selected stages (:mod:`convdiff.stages`) and writes ``report.json`` and ``report.md`` in the
-output folder. A stage that crashes is recorded and the others still run.
+output folder. A stage that crashes is recorded and the others still run. The inputs and tools
+stages judge measurements, not graphs: :func:`measure_runs` runs both models on images (native
+runtimes and TVM, in workers) before the stages run.
 
 Layer names: findings name layers as the model files do (ONNX node names, TFLite op output
 tensor names). TVM's importers keep no names, but they emit one Relax op per file op in file
@@ -25,16 +27,21 @@ from typing import Any
 import numpy as np
 
 import convdiff
+from convdiff import data as datasets
+from convdiff import preprocess
 from convdiff.errors import ConvdiffError, InputShapeError
+from convdiff.frameworks import framework, layout_of, package_version
 from convdiff.ir import import_via_pool, keras_route
 from convdiff.ir.align import align, squeezed
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.metrics import PairMetrics, compare
+from convdiff.preprocess import PreprocessSpec
 from convdiff.progress import Progress
-from convdiff.report import write_atomic
-from convdiff.source import resolve_source
+from convdiff.report import RunReport, write_atomic
+from convdiff.source import SourceSpec, resolve_source
 from convdiff.stages import StageContext, stage_function
-from convdiff.stages.findings import STAGES, Finding, ordered
+from convdiff.stages.findings import STAGES, Finding, jsonable, ordered
 from convdiff.stages.graph import rank
 from convdiff.workers import WorkerPool
 
@@ -53,6 +60,19 @@ class LocalizeConfig:
     stages: tuple[str, ...] = GRAPH_STAGES
     out: Path | None = None
     timeout: float = 1800.0
+    # inputs and tools stages: the images and the source's preprocessing (as `convdiff run`)
+    data: Path | None = None
+    labels: Path | None = None
+    limit: int | None = None
+    preprocess: str | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    layout: str | None = None
+    resize: str | None = None
+    target_preprocess: str | None = None  # preset the target's framework customarily uses
+    run_report: Path | None = None  # a `convdiff run` report.json: which hop lost agreement
+    batch_size: int = 8
 
 
 @dataclass
@@ -70,6 +90,7 @@ class LocalizeReport:
     suspects: list[dict[str, Any]] = field(default_factory=list)  # graph stage's ranking
     alignment: dict[str, Any] = field(default_factory=dict)  # pairs/unmatched counts
     imports: dict[str, Any] = field(default_factory=dict)  # per side: route, refusal, notes
+    runs: dict[str, Any] = field(default_factory=dict)  # inputs/tools stages: what was run
     crashes: list[dict[str, str]] = field(default_factory=list)  # a stage that stopped
     notes: list[str] = field(default_factory=list)
 
@@ -106,12 +127,9 @@ def localize(
     unknown = [s for s in config.stages if s not in STAGES]
     if unknown:
         raise ConvdiffError(f"unknown stage {unknown[0]!r}", f"use some of: {', '.join(STAGES)}")
-    todo = [s for s in config.stages if s not in GRAPH_STAGES]
-    if todo:
-        raise ConvdiffError(
-            f"the {todo[0]} stage is not available in this version",
-            f"use --stages with some of: {', '.join(GRAPH_STAGES)}",
-        )
+    if config.run_report is not None and "tools" not in config.stages:
+        raise ConvdiffError("--run-report is read by the tools stage", "add tools to --stages")
+    chain = chain_evidence(config.run_report) if config.run_report is not None else None
     source = resolve_source(config.source, config.src)
     target = resolve_source(config.target, config.dst)
     if source.file is None or target.file is None:
@@ -146,8 +164,15 @@ def localize(
                 k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
             }
             graphs.append((raw, canonicalize(raw), info))
-    (raw_a, a, _), (raw_b, b, info_b) = graphs
-    check_comparable(a, b, source.file.name, target.file.name)
+        (raw_a, a, _), (raw_b, b, info_b) = graphs
+        check_comparable(a, b, source.file.name, target.file.name)
+        evidence: dict[str, Any] = {}
+        if {"inputs", "tools"} & set(config.stages):
+            evidence = measure_runs(pool, config, source, target, out, progress)
+            if "tools" in evidence:
+                evidence["tools"]["run_report"] = chain
+                evidence["tools"]["converter"] = _converter(chain, target.file)
+            report.runs = evidence
     alignment = align(a, b)
     report.alignment = {
         "pairs": len(alignment.pairs),
@@ -158,7 +183,13 @@ def localize(
     names_a, _ = file_names(raw_a)
     names_b, index_b = file_names(raw_b)
     ctx = StageContext(
-        a, b, alignment, names_a, names_b, quant_evidence(info_b, raw_b.meta["path"], index_b)
+        a,
+        b,
+        alignment,
+        names_a,
+        names_b,
+        quant_evidence(info_b, raw_b.meta["path"], index_b),
+        evidence,
     )
     findings: list[Finding] = []
     for stage in report.stages:
@@ -205,6 +236,246 @@ def check_comparable(a: CanonicalGraph, b: CanonicalGraph, name_a: str, name_b: 
 
 def _shapes(shapes: list[tuple[int, ...]]) -> str:
     return ", ".join("x".join(str(d) for d in s) for s in shapes)
+
+
+# -- running the models: evidence for the inputs and tools stages --------------------------
+
+
+def measure_runs(
+    pool: WorkerPool,
+    config: LocalizeConfig,
+    source: SourceSpec,
+    target: SourceSpec,
+    out: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Run the models the inputs and tools stages need, on the run's images; return their
+    evidence (JSON numbers; tensors stay in ``out/runs``).
+
+    Source on its preprocessing; the target on exactly those tensors (the worker changes only
+    the layout); for ``inputs`` the target again on its own framework's preprocessing; for
+    ``tools`` the target file compiled and run by TVM on the source's tensors. A model that
+    fails to run becomes ``{"error": ...}``: its stage then crashes, the others still run.
+    """
+    records = _records(config)
+    names, accepted = [r.name for r in records], [r.accepted for r in records]
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    src_shape = _probe(pool, source, "source")
+    dst_shape = _probe(pool, target, "target")
+    spec = _spec(source.framework, src_shape, config, config.preprocess, True)
+    with progress.step(f"preparing {len(records)} images ({spec.describe()})"):
+        np.savez(runs / "x-source.npz", x=preprocess.batch(spec, records))
+    evidence: dict[str, Any] = {}
+    wanted = [s for s in ("inputs", "tools") if s in config.stages]
+    with progress.step(f"running the source on {source.framework}"):
+        y_src, error = _native(
+            pool, config, source, runs / "x-source.npz", runs / "y-source.npz", spec.layout
+        )
+    if error is None:
+        with progress.step(f"running the target on {target.framework} (source's tensors)"):
+            y_dst, error = _native(
+                pool, config, target, runs / "x-source.npz", runs / "y-target.npz"
+            )
+    if error is not None:
+        return {stage: {"error": error} for stage in wanted}
+    same = _metrics(compare(y_src, y_dst, names, accepted))
+    if "inputs" in wanted:
+        origin = f"--target-preprocess {config.target_preprocess}"
+        if config.target_preprocess is None:
+            own_spec, origin = spec, "the source's (no --target-preprocess given)"
+        else:
+            own_spec = _spec(target.framework, dst_shape, config, config.target_preprocess, False)
+        item: dict[str, Any] = {
+            "source_spec": {**spec.to_dict(), "description": spec.describe()},
+            "target_spec": {
+                **own_spec.to_dict(),
+                "description": own_spec.describe(),
+                "origin": origin,
+            },
+            "same_tensors": same,
+            "own_preprocessing": None,
+        }
+        if own_spec != spec:
+            with progress.step(
+                f"running the target on its own preprocessing ({own_spec.describe()})"
+            ):
+                np.savez(runs / "x-target.npz", x=preprocess.batch(own_spec, records))
+                y_own, error = _native(
+                    pool, config, target, runs / "x-target.npz", runs / "y-target-own.npz"
+                )
+            if error is None:
+                item["own_preprocessing"] = _metrics(compare(y_src, y_own, names, accepted))
+            else:
+                item = {"error": error}
+        evidence["inputs"] = json.loads(json.dumps(jsonable(item)))
+    if "tools" in wanted:
+        evidence["tools"] = _runtime_evidence(
+            pool, target, runs, y_src, y_dst, same, names, accepted, progress
+        )
+    return evidence
+
+
+def _runtime_evidence(
+    pool: WorkerPool,
+    target: SourceSpec,
+    runs: Path,
+    y_src: np.ndarray,
+    y_dst: np.ndarray,
+    same: dict[str, Any],
+    names: list[str],
+    accepted: list[Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    """The target file on TVM against its own runtime and against the source."""
+    info = framework(target.framework)
+    item: dict[str, Any] = {
+        "runtime": info.title,
+        "runtime_version": info.version(),
+        "tvm_version": package_version("apache-tvm") or "",
+        "scale": float(np.abs(y_dst).max()) if y_dst.size else 0.0,
+        "native_vs_source": same,
+        "native_vs_tvm": None,
+        "tvm_vs_source": None,
+    }
+    if target.framework not in ("onnx", "tflite", "torch"):
+        item["note"] = f"TVM has no {info.title} frontend: the runtime check was skipped"
+        return item
+    with progress.step("running the target file on TVM (llvm)"):
+        outcome = pool.call(
+            "tvm",
+            "convdiff.ir.tvm_import:run_tvm",
+            framework=target.framework,
+            path=str(target.file),
+            inputs_npz=str(runs / "x-source.npz"),
+            outputs_npz=str(runs / "y-target-tvm.npz"),
+        )
+    if not outcome:
+        return {"error": f"TVM could not run the target: {outcome.error_type}: {outcome.message}"}
+    with np.load(runs / "y-target-tvm.npz") as data:
+        y_tvm = data["y"]
+    item["tvm_version"] = outcome.value.get("tvm", item["tvm_version"])
+    if outcome.value.get("refused"):
+        item["tvm_ran"] = "its float twin (TVM refused the file; int8 weights dequantized)"
+    item["native_vs_tvm"] = _metrics(compare(y_dst, y_tvm, names, accepted))
+    item["tvm_vs_source"] = _metrics(compare(y_src, y_tvm, names, accepted))
+    return json.loads(json.dumps(jsonable(item)))
+
+
+def chain_evidence(path: Path) -> dict[str, Any]:
+    """The hops of a `convdiff run` report.json, as the tools stage reads them."""
+    try:
+        run_report = RunReport.from_json(Path(path).read_text())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConvdiffError(
+            f"cannot read the run report {path}: {exc}",
+            "pass the report.json a `convdiff run` wrote",
+        ) from None
+    hops = []
+    for hop in run_report.chain:
+        agreement = hop.agreement
+        hops.append(
+            {
+                "index": hop.index,
+                "src": hop.src,
+                "dst": hop.dst,
+                "tool": hop.tool,
+                "version": hop.version,
+                "options": hop.options,
+                "artifact": hop.artifact.path if hop.artifact else None,
+                # not `if agreement`: PairMetrics is falsy when top-1 labels differ
+                "top1_discrepancy": None if agreement is None else agreement.top1_discrepancy,
+                "max_abs_diff": None if agreement is None else agreement.max_abs_diff,
+                "crash": f"{hop.crash.failure}: {hop.crash.message}" if hop.crash else None,
+            }
+        )
+    return jsonable(
+        {"path": str(path), "max_discrepancy": run_report.max_discrepancy, "hops": hops}
+    )
+
+
+def _converter(chain: dict[str, Any] | None, target: Path) -> dict[str, Any] | None:
+    """The hop of the run report that wrote the target file (by path, else the last hop)."""
+    if not chain or not chain["hops"]:
+        return None
+    resolved = target.resolve()
+    for hop in chain["hops"]:
+        if hop["artifact"] and Path(hop["artifact"]).resolve() == resolved:
+            return hop
+    return chain["hops"][-1]
+
+
+def _records(config: LocalizeConfig) -> list[datasets.ImageRecord]:
+    if config.data is None:
+        records = datasets.sample_set()
+    else:
+        records = datasets.image_folder(config.data, config.labels, limit=config.limit).records
+    return records[: config.limit] if config.limit is not None else records
+
+
+def _probe(pool: WorkerPool, spec: SourceSpec, side: str) -> list[Any]:
+    info = framework(spec.framework)
+    outcome = pool.call(
+        info.worker, "convdiff.tasks:probe", framework=info.name, path=str(spec.file)
+    )
+    if not outcome:
+        raise ConvdiffError(
+            f"cannot load the {side} {spec.file.name} as a {info.title} model: {outcome.message}",
+            f"check that it is a complete {info.title} model file",
+        )
+    return list(outcome.value.get("input_shape") or [])
+
+
+def _spec(
+    fw: str, shape: list[Any], config: LocalizeConfig, preset: str | None, options: bool
+) -> PreprocessSpec:
+    """One side's preprocessing at the model's own size and layout: the source's is the preset
+    and options of the command line (``options``), the target's own is its preset alone."""
+    layout = layout_of(shape, framework(fw).layout)
+    if options and config.layout:
+        layout = config.layout.upper()
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    static = (h, w) if all(isinstance(v, int) and v > 0 for v in (h, w)) else None
+    size = static or config.input_size
+    if size is None:
+        raise InputShapeError(
+            f"the model's input shape {shape} does not say the image size", "pass --input-size H,W"
+        )
+    if not options:
+        return preprocess.from_options(None, preset, tuple(size), layout=layout)
+    return preprocess.from_options(
+        None, preset, tuple(size), config.mean, config.std, layout, config.resize
+    )
+
+
+def _native(
+    pool: WorkerPool,
+    config: LocalizeConfig,
+    spec: SourceSpec,
+    inputs: Path,
+    outputs: Path,
+    layout: str = "auto",
+) -> tuple[np.ndarray, str | None]:
+    info = framework(spec.framework)
+    outcome = pool.call(
+        info.worker,
+        "convdiff.tasks:infer",
+        framework=info.name,
+        path=str(spec.file),
+        inputs=str(inputs),
+        outputs=str(outputs),
+        layout=layout,
+        batch_size=config.batch_size,
+    )
+    if not outcome:
+        return np.empty(0), f"{info.title} could not run {spec.file.name}: {outcome.message}"
+    with np.load(outputs) as data:
+        return data["y"], None
+
+
+def _metrics(m: PairMetrics) -> dict[str, Any]:
+    keys = ("images", "top1_discrepancy", "top5_discrepancy", "max_abs_diff", "mean_abs_diff")
+    return {k: getattr(m, k) for k in keys}
 
 
 # -- names the model files use ---------------------------------------------------------------
@@ -340,8 +611,10 @@ def summary(report: LocalizeReport) -> str:
         f"({report.dst}): {len(report.faults)} finding(s), stages {', '.join(report.stages)}"
     ]
     for f in report.findings:
-        where = f"{f.source_layer or '-'} -> {f.target_layer or '-'}"
-        lines.append(f"  [{f.stage}] {f.kind} at {where}: {f.summary}")
+        where = ""  # the inputs and tools stages judge whole models, not layers
+        if f.source_layer or f.target_layer:
+            where = f" at {f.source_layer or '-'} -> {f.target_layer or '-'}"
+        lines.append(f"  [{f.stage}] {f.kind}{where}: {f.summary}")
         if f.suggestion:
             lines.append(f"      fix: {f.suggestion}")
     for crash in report.crashes:

@@ -512,7 +512,8 @@ class _Extractor:
         """``call_tir`` of a PrimFunc that is a plain elementwise op (ONNX Clip gives these)."""
         gv, tir_args = call.args[0], call.args[1]
         args = self._resolve(tir_args)
-        fname = _name(gv)
+        # TVM numbers PrimFuncs that differ in shape: maximum, maximum1, maximum7, ...
+        fname = _name(gv).rstrip("0123456789")
         if fname in _PRIM_BINARY and len(args) == 2:
             if all(not isinstance(a, _Value) for a in args):
                 return _FOLD_BINARY[f"relax.{fname}"](args[0], args[1])
