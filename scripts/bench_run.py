@@ -28,8 +28,9 @@ PHASES = ("startup", "prepare", "load", "convert", "infer", "compare")
 FRAMEWORK_WORK = ("startup", "load", "convert", "infer")  # imports, loads, converter, inference
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) of the process tree's largest member, stdout."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds of the whole process tree (wait4 counts reaped descendants,
+    so convdiff's workers are included), peak RSS (MB) of its largest member, stdout."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
@@ -37,7 +38,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     out = proc.stdout.read().decode() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
 def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
@@ -56,10 +57,12 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
     baseline, convdiff, overhead, phases = [], [], [], {p: [] for p in PHASES}
     peaks = {p: [] for p in PHASES}
     baseline_peak = []
+    baseline_cpu: list[float] = []
+    convdiff_cpu: list[float] = []
     for i in range(runs):
         out = work / f"{model}-base-{i}"
         out.mkdir()
-        wall, peak, stdout = timed(
+        wall, cpu, peak, stdout = timed(
             [
                 sys.executable,
                 str(ROOT / "scripts" / "bench_baseline_tf_tflite.py"),
@@ -70,9 +73,10 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
             env,
         )
         baseline.append(wall)
+        baseline_cpu.append(cpu)
         baseline_peak.append(json.loads(stdout.strip().splitlines()[-1])["peak_rss_mb"])
         run_dir = work / f"{model}-convdiff-{i}"
-        wall, _, _ = timed(
+        wall, cpu, _, _ = timed(
             [
                 *CONVDIFF,
                 "run",
@@ -98,6 +102,7 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
             timings.get(p, {}).get("work_seconds", 0.0) for p in ("load", "convert", "infer")
         )
         convdiff.append(wall)
+        convdiff_cpu.append(cpu)
         overhead.append((wall - framework_work) / wall)
         for p in PHASES:
             phases[p].append(timings.get(p, {}).get("seconds", 0.0))
@@ -109,6 +114,9 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
         "baseline_wall_s": med(baseline),
         "convdiff_wall_s": med(convdiff),
         "ratio": med(convdiff) / med(baseline),
+        "baseline_cpu_s": med(baseline_cpu),
+        "convdiff_cpu_s": med(convdiff_cpu),
+        "cpu_ratio": med(convdiff_cpu) / med(baseline_cpu),
         "overhead_share": med(overhead),
         "phase_wall_s": {p: med(v) for p, v in phases.items()},
         "phase_peak_mb": {p: max(v) for p, v in peaks.items()},
@@ -127,18 +135,20 @@ def main() -> None:
         for model in args.models.split(","):
             results.append(bench_model(model, args.runs, Path(tmp), env))
     print(
-        "| model | baseline s | convdiff s | ratio | convdiff overhead | "
+        "| model | baseline wall s | convdiff wall s | wall ratio | baseline CPU s | "
+        "convdiff CPU s | CPU ratio | wall minus framework work | "
         + " | ".join(f"{p} s (peak MB)" for p in PHASES)
         + " |"
     )
-    print("|---|---|---|---|---|" + "---|" * len(PHASES))
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(PHASES))
     for r in results:
         cells = " | ".join(
             f"{r['phase_wall_s'][p]:.2f} ({r['phase_peak_mb'][p]:.0f})" for p in PHASES
         )
         print(
             f"| {r['model']} | {r['baseline_wall_s']:.1f} | {r['convdiff_wall_s']:.1f} | "
-            f"{r['ratio']:.2f} | {100 * r['overhead_share']:.1f}% | {cells} |"
+            f"{r['ratio']:.2f} | {r['baseline_cpu_s']:.1f} | {r['convdiff_cpu_s']:.1f} | "
+            f"{r['cpu_ratio']:.2f} | {100 * r['overhead_share']:.1f}% | {cells} |"
         )
     print(json.dumps(results, indent=1))
 
