@@ -32,6 +32,7 @@ from convdiff.progress import Progress
 from convdiff.report import RunReport, write_atomic
 from convdiff.run import prepare_out_dir
 from convdiff.run import run as run_conversion
+from convdiff.top_finding import top_finding
 
 VERDICTS = ("pass", "fail", "crash", "xfail", "error")
 _LABEL = {"pass": "PASS", "fail": "FAIL", "crash": "CRASH", "xfail": "XFAIL", "error": "ERROR"}
@@ -58,11 +59,16 @@ class EntryResult:
     failures: tuple[str, ...] = ()  # one line per threshold exceeded
     reason: str = ""  # the crash or error in one line
     message: str = ""  # the crash or error in full
+    top_finding: str = ""  # --localize on a FAIL: the top finding (convdiff.top_finding)
 
     @property
     def line(self) -> str:
         """``PASS name  top-1 0.0% <= 0%  max|diff| 2.1e-06``."""
-        return f"{_LABEL[self.verdict]} {self.name}  {self.detail}"
+        return f"{_LABEL[self.verdict]} {self.name}  {self.detail}{self._finding}"
+
+    @property
+    def _finding(self) -> str:
+        return f"  | {self.top_finding}" if self.top_finding else ""
 
     @property
     def passed(self) -> bool:
@@ -75,7 +81,7 @@ class EntryResult:
             return JUnitCase(
                 **common,
                 outcome="failure",
-                message="; ".join(self.failures),
+                message="; ".join(self.failures) + self._finding,
                 kind="threshold",
                 details=self._figures(),
                 stdout=stdout,
@@ -170,8 +176,12 @@ def run_check(
     progress: bool = True,
     on_result: Callable[[EntryResult], None] | None = None,
     stream: TextIO | None = None,
+    localize: bool = False,
 ) -> CheckResult:
     """Run each entry in order and judge it; write check.json (and ``junit``) as it goes.
+
+    ``localize``: localize each FAIL (source artifact against the last artifact, in
+    ``<run folder>/localize``) and append its top finding to the entry's line.
 
     ``on_result`` is called with each entry's result as soon as it is known (the CLI prints
     the line). Progress lines of the runs go to ``stream`` (stderr) unless ``progress`` is off.
@@ -191,7 +201,7 @@ def run_check(
             stream.write(f"== {entry.name} ({number}/{len(config.entries)}) ==\n")
             stream.flush()
         runs = Progress(enabled=progress, stream=stream)
-        outcome = check_entry(entry, folder / entry.name, cache_dir, runs)
+        outcome = check_entry(entry, folder / entry.name, cache_dir, runs, localize)
         result.entries.append(outcome)
         result.seconds = time.perf_counter() - started
         result.write(folder / "check.json")
@@ -204,9 +214,17 @@ def run_check(
 
 
 def check_entry(
-    entry: CheckEntry, out: Path, cache_dir: Path | None, progress: Progress | None = None
+    entry: CheckEntry,
+    out: Path,
+    cache_dir: Path | None,
+    progress: Progress | None = None,
+    localize: bool = False,
 ) -> EntryResult:
-    """One entry: run it, then judge the report against the entry's thresholds."""
+    """One entry: run it, then judge the report against the entry's thresholds.
+
+    ``localize``: a FAIL also carries the top finding of a localization (a crash has no
+    target model to localize); a localization that fails is reported, never raised.
+    """
     started = time.perf_counter()
     config = with_output(entry, out, cache_dir).run
     try:
@@ -225,7 +243,13 @@ def check_entry(
             max_abs_diff_allowed=entry.max_abs_diff,
             message=str(exc),
         )
-    return judge(entry, report, time.perf_counter() - started)
+    result = judge(entry, report, time.perf_counter() - started)
+    if localize and result.verdict == "fail":
+        finding = top_finding(report, Path(report.out_dir) / "localize", progress)
+        result = dataclasses.replace(
+            result, top_finding=finding, seconds=time.perf_counter() - started
+        )
+    return result
 
 
 def judge(entry: CheckEntry, report: RunReport, seconds: float) -> EntryResult:

@@ -171,6 +171,7 @@ def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object
 )
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
 @click.option("--quiet", is_flag=True, help="No progress lines, only one line per conversion.")
+@click.option("--localize", is_flag=True, help="Name the top localized finding of each FAIL.")
 @click.pass_context
 def check(
     ctx: click.Context,
@@ -179,6 +180,7 @@ def check(
     out: Path | None,
     cache_dir: Path | None,
     quiet: bool,
+    localize: bool,
 ) -> None:
     """Run every conversion of a TOML CONFIG and judge it against its thresholds (for CI)."""
     from convdiff.check import run_check
@@ -197,6 +199,7 @@ def check(
         junit,
         progress=not quiet,
         on_result=lambda entry: click.echo(entry.line),
+        localize=localize,
     )
     click.echo(result.summary())
     ctx.exit(result.exit_code)
@@ -232,6 +235,12 @@ def check(
 )
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
+@click.option("--localize", is_flag=True, help="Name the top finding of each discrepancy cell.")
+@click.option(
+    "--localize-above",
+    type=click.FloatRange(min=0),
+    help="Also localize cells whose max |diff| exceeds this (implies --localize).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **options: object):
@@ -255,6 +264,8 @@ def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **optio
         tflite_opt=options["tflite_opt"],
         cache_dir=options["cache_dir"],
         timeout=options["timeout"],
+        localize=bool(options["localize"]) or options["localize_above"] is not None,
+        localize_above=options["localize_above"],
     )
     report = run_table(config, quiet=quiet)
     click.echo(to_markdown(report), nl=False)
@@ -273,6 +284,33 @@ def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **optio
     show_default=True,
     help="Comma-separated stages to run.",
 )
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="inputs/tools: image folder (default: samples)."
+)
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option(
+    "--preprocess",
+    "preset",
+    type=click.Choice(["imagenet", "inception", "caffe"]),
+    help="The source's preprocessing preset.",
+)
+@click.option("--input-size", type=_Numbers(2, int, "299,299"), help="H,W of the source.")
+@click.option("--mean", type=_Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1.")
+@click.option("--std", type=_Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1.")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False))
+@click.option("--resize", type=click.Choice(["stretch", "center-crop"]))
+@click.option(
+    "--target-preprocess",
+    type=click.Choice(["imagenet", "inception", "caffe"]),
+    help="inputs: the preset the target's framework customarily uses (default: the source's).",
+)
+@click.option(
+    "--run-report",
+    type=click.Path(path_type=Path),
+    help="tools: a `convdiff run` report.json; names the hop that first lost agreement.",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
@@ -292,6 +330,18 @@ def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) ->
         stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
         out=options["out"],
         timeout=options["timeout"],
+        data=options["data"],
+        labels=options["labels"],
+        limit=options["limit"],
+        preprocess=options["preset"],
+        input_size=options["input_size"],
+        mean=options["mean"],
+        std=options["std"],
+        layout=options["layout"],
+        resize=options["resize"],
+        target_preprocess=options["target_preprocess"],
+        run_report=options["run_report"],
+        batch_size=options["batch_size"],
     )
     report = run_localize(config, Progress(enabled=not quiet))
     click.echo(summary(report))

@@ -36,6 +36,7 @@ from convdiff.report import RunReport, from_dict, write_atomic
 from convdiff.run import prepare_out_dir, run
 from convdiff.source import resolve_source
 from convdiff.table_schedule import Interrupted, Job, default_budget_gb, estimate_gb, run_jobs
+from convdiff.top_finding import FAILED, top_finding
 
 SCHEMA_VERSION = 1
 CELL_FILE = "cell.json"  # the table's note in a cell folder: options fingerprint, seconds
@@ -60,6 +61,17 @@ class TableConfig:
     tflite_opt: str = "none"
     cache_dir: Path | None = None
     timeout: float = 1800.0
+    localize: bool = False  # name the top finding of each discrepancy cell (convdiff.top_finding)
+    localize_above: float | None = None  # ... and of each cell whose max |diff| exceeds this
+
+    def wants_finding(self, cell: Cell) -> bool:
+        """Localize this finished cell? A discrepancy, or a max |diff| above the bound."""
+        if not self.localize:
+            return False
+        if cell.status == "discrepancy":
+            return True
+        bound, diff = self.localize_above, cell.max_abs_diff
+        return bound is not None and diff is not None and diff > bound
 
     def run_config(self, model: str, src: str, dst: str, out: Path) -> RunConfig:
         return RunConfig(
@@ -110,6 +122,7 @@ class Cell:
     seconds: float | None = None  # the run's wall time (the original run's when reused)
     estimate_gb: float = 0.0  # the scheduler's peak-memory estimate
     run_dir: str = ""  # the cell's run folder, relative to the table folder
+    top_finding: str = ""  # --localize: the top finding, "localize: no finding" or its failure
 
     @property
     def key(self) -> str:
@@ -329,7 +342,14 @@ def _reusable(config: TableConfig, model: str, out: Path, cell: Cell) -> Cell | 
     if report.status not in FINISHED or (report.partial and report.status != "crash"):
         return None
     # seconds is None when the table was killed between the report's last write and the note's
-    return _from_report(cell, report, note.get("seconds"), reused=True)
+    cell = _from_report(cell, report, note.get("seconds"), reused=True)
+    if not config.wants_finding(cell):
+        return cell
+    if note.get("top_finding") and not note["top_finding"].startswith(FAILED):
+        return _with(cell, top_finding=note["top_finding"])
+    finding = top_finding(report, folder / "localize")
+    write_atomic(folder / CELL_FILE, json.dumps({**note, "top_finding": finding}))
+    return _with(cell, top_finding=finding)
 
 
 def _run_cell(
@@ -355,8 +375,14 @@ def _run_cell(
         stopped = _stopped(cell, folder, stop)
         if stopped is not None:
             return stopped
-    write_atomic(folder / CELL_FILE, json.dumps({"fingerprint": fingerprint, "seconds": seconds}))
-    return _from_report(cell, report, seconds, reused=False)
+    note: dict[str, Any] = {"fingerprint": fingerprint, "seconds": seconds}
+    cell = _from_report(cell, report, seconds, reused=False)
+    if config.wants_finding(cell):
+        cell = _with(cell, top_finding=top_finding(report, folder / "localize"))
+        if not stop.is_set():  # a localization cut by Ctrl-C is redone, not remembered
+            note["top_finding"] = cell.top_finding
+    write_atomic(folder / CELL_FILE, json.dumps(note))
+    return cell
 
 
 def _untouched_by_stop(report: RunReport) -> bool:

@@ -128,6 +128,10 @@ def to_markdown(report: TableReport) -> str:
             lines += [
                 f"- {c.src} -> {c.dst}: {cell_summary(c).replace('|', '/')}" for c in problems
             ]
+        located = [c for c in _block_cells(report, block) if c.top_finding]
+        if located:
+            lines.append("")
+            lines += [f"- {c.src} -> {c.dst} top finding: {c.top_finding}" for c in located]
         lines.append("")
     if report.reused:
         lines.append(f"Reused from an earlier invocation: {len(report.reused)} cells.")
@@ -165,7 +169,8 @@ def _tooltip(cell: Cell) -> str:
         c = cell.crash
         return f"crash in {c.stage}: {c.tool} ({c.version}): {c.reason}"
     route = " -> ".join(cell.route)
-    return f"{route}: {cell_summary(cell)}" + (" (reused)" if cell.reused else "")
+    text = f"{route}: {cell_summary(cell)}" + (" (reused)" if cell.reused else "")
+    return text + (f"\ntop finding: {cell.top_finding}" if cell.top_finding else "")
 
 
 def _html_cell(cell: Cell | None, src: str, dst: str) -> str:

@@ -323,6 +323,70 @@ def test_junit_counts_and_escaping(tmp_path: Path) -> None:
 # --- the example config (real architectures) ------------------------------------------------
 
 
+# -- --localize ---------------------------------------------------------------------------------
+
+# TFLite dynamic-range quantization stores the 48-filter convolution's kernel in int8: the one
+# weight that lost precision, named as the two files name it (BatchNorm is folded into the conv).
+QUANT_FINDING = (
+    "weights precision at tiny_cnn_1/conv_1/convolution/merged_input -> tiny_cnn_1/relu_1/Relu;"
+    "tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"
+    "tiny_cnn_1/bn_1/batchnorm/sub1: conv2d weight: precision lost: int8 in the target file "
+    "(per-channel scales) (max abs 0.000786, max rel 0.00391)"
+)
+QUANT = (
+    '[[conversion]]\nname = "quant"\nmodel = "k/model.keras"\ndst = "tflite"\n'
+    'tflite_opt = "dynamic-range"\nlimit = 4\nmax_abs_diff = 0.0\n'
+)
+
+
+def test_localize_names_the_quantized_conv_on_the_fail_line_and_in_junit(
+    pool, project: Path, cache: Path, tmp_path: Path
+) -> None:
+    built = pool.call(
+        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(project / "k"), filters=48
+    )
+    assert built, built.message
+    out, junit = tmp_path / "quant", tmp_path / "results.xml"
+    code, lines, counts, _ = check(project, cache, out, QUANT, "--localize", "--junit", str(junit))
+    diff = figure(out, "quant", "max_abs_diff")
+    assert 0 < diff < 1e-2
+    assert (code, counts) == (1, "0 passed, 1 failed, 0 crashed")
+    assert lines == [f"FAIL quant  max|diff| {diff:.3g} > 0  | {QUANT_FINDING}"]
+    written = json.loads((out / "quant" / "localize" / "report.json").read_text())
+    assert [(f["stage"], f["kind"]) for f in written["findings"]] == [("weights", "precision")]
+    failure = ET.parse(junit).getroot().find("testsuite/testcase/failure")
+    assert failure.get("message") == f"max abs diff {diff:.3g} > 0  | {QUANT_FINDING}"
+    check_json = json.loads((out / "check.json").read_text())
+    assert check_json["entries"][0]["top_finding"] == QUANT_FINDING
+    # without --localize: the same verdict, no localization
+    code, lines, _, _ = check(project, cache, tmp_path / "plain", QUANT)
+    assert (code, lines) == (1, [f"FAIL quant  max|diff| {diff:.3g} > 0"])
+    assert not (tmp_path / "plain" / "quant" / "localize").exists()
+
+
+def test_a_failing_localization_never_turns_a_fail_into_a_crash(
+    project: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import convdiff.localize
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(convdiff.localize, "localize", broken)
+    config = (
+        TINY
+        + 'name = "tiny-exact"\nmax_abs_diff = 0.0\n\n'
+        + TINY.replace("[[conversion]]", '[[conversion]]\nname = "tiny-loose"')
+    )
+    code, lines, counts, _ = check(project, cache, tmp_path / "out", config, "--localize")
+    diff = figure(tmp_path / "out", "tiny-exact", "max_abs_diff")
+    assert (code, counts) == (1, "1 passed, 1 failed, 0 crashed")
+    assert lines == [
+        f"FAIL tiny-exact  max|diff| {diff:.3g} > 0  | localize failed: boom",
+        f"PASS tiny-loose  top-1 0.0% <= 0%  max|diff| {diff:.3g}",  # a PASS is not localized
+    ]
+
+
 @pytest.mark.slow
 def test_example_config_passes(tmp_path: Path) -> None:
     result = CliRunner().invoke(

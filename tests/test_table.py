@@ -9,6 +9,7 @@ real workers on the first two sample images.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 import signal
@@ -179,6 +180,51 @@ def test_changed_options_redo_the_cells(models: tuple[Path, Path], tmp_path: Pat
     assert second.exit_code == 0, second.stderr
     table = read_table(out)
     assert table.reused == [] and table.cells[0].images == 2
+
+
+# -- --localize ---------------------------------------------------------------------------------
+
+# As in tests/test_check.py: the int8 kernel of the 48-filter convolution, named as the files do.
+QUANT_FINDING = (
+    "weights precision at tiny_cnn_1/conv_1/convolution/merged_input -> tiny_cnn_1/relu_1/Relu;"
+    "tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"
+    "tiny_cnn_1/bn_1/batchnorm/sub1: conv2d weight: precision lost: int8 in the target file "
+    "(per-channel scales) (max abs 0.000786, max rel 0.00391)"
+)
+
+
+def test_localize_only_discrepancies_unless_above_a_max_diff(pool, tmp_path: Path) -> None:
+    """Dynamic-range TFLite keeps the top-1 of the tiny CNN (no discrepancy cell), so --localize
+    alone localizes nothing; --localize-above 0 localizes the cell, also when it is reused."""
+    built = pool.call(
+        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
+    )
+    assert built, built.message
+    out = tmp_path / "t"
+    args = [
+        "table", "--models", built.value["keras"], "--frameworks", "keras,tflite",
+        "--tflite-opt", "dynamic-range", "--limit", "2", "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"), "--quiet",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, [*args, "--localize"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (cell,) = read_table(out).cells
+    assert (cell.key, cell.status, cell.top1_discrepancy) == ("model/keras-tflite", "ok", 0.0)
+    assert cell.max_abs_diff > 0 and cell.top_finding == ""
+    assert not (out / cell.run_dir / "localize").exists()
+    assert "top finding" not in (out / "table.md").read_text()
+
+    result = CliRunner().invoke(cli, [*args, "--localize-above", "0"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    table = read_table(out)
+    assert table.reused == ["model/keras-tflite"]
+    assert table.cells[0].top_finding == QUANT_FINDING
+    assert f"- keras -> tflite top finding: {QUANT_FINDING}\n" in (out / "table.md").read_text()
+    assert f"top finding: {QUANT_FINDING}" in html.unescape((out / "table.html").read_text())
+    # a bound above the cell's max |diff| localizes nothing
+    result = CliRunner().invoke(cli, [*args, "--localize-above", "1"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert read_table(out).cells[0].top_finding == ""
 
 
 # -- interrupted and resumed ------------------------------------------------------------------
