@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -38,6 +39,28 @@ class _Numbers(click.ParamType):
                 f"{value!r} is not {self.count} comma-separated numbers (e.g. {self.example})"
             )
         return parts
+
+
+def _preprocessing_options(command: Callable) -> Callable:
+    """The preprocessing options of a source model file, shared by ``run`` and ``localize``."""
+    options = [
+        click.option(
+            "--preprocess",
+            "preset",
+            type=click.Choice(["imagenet", "inception", "caffe"]),
+            help="Preprocessing preset for a model file.",
+        ),
+        click.option(
+            "--input-size", type=_Numbers(2, int, "299,299"), help="H,W for a model file."
+        ),
+        click.option("--mean", type=_Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1."),
+        click.option("--std", type=_Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False)),
+        click.option("--resize", type=click.Choice(["stretch", "center-crop"])),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _frameworks_choice() -> click.Choice:
@@ -99,17 +122,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--torch-exporter", type=click.Choice(TORCH_EXPORTERS), default="dynamo", show_default=True
 )
-@click.option(
-    "--preprocess",
-    "preset",
-    type=click.Choice(["imagenet", "inception", "caffe"]),
-    help="Preprocessing preset for a model file.",
-)
-@click.option("--input-size", type=_Numbers(2, int, "299,299"), help="H,W for a model file.")
-@click.option("--mean", type=_Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1.")
-@click.option("--std", type=_Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1.")
-@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False))
-@click.option("--resize", type=click.Choice(["stretch", "center-crop"]))
+@_preprocessing_options
 @click.option(
     "--max-discrepancy",
     default=0.0,
@@ -289,17 +302,7 @@ def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **optio
 )
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
-@click.option(
-    "--preprocess",
-    "preset",
-    type=click.Choice(["imagenet", "inception", "caffe"]),
-    help="The source's preprocessing preset.",
-)
-@click.option("--input-size", type=_Numbers(2, int, "299,299"), help="H,W of the source.")
-@click.option("--mean", type=_Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1.")
-@click.option("--std", type=_Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1.")
-@click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False))
-@click.option("--resize", type=click.Choice(["stretch", "center-crop"]))
+@_preprocessing_options
 @click.option(
     "--target-preprocess",
     type=click.Choice(["imagenet", "inception", "caffe"]),
