@@ -23,6 +23,7 @@ from convdiff.config import ConvertOptions
 from convdiff.converters import ConverterInfo
 from convdiff.errors import ConvdiffError
 from convdiff.frameworks import framework
+from convdiff.hints import hint_for
 from convdiff.progress import Progress
 from convdiff.report import Artifact, Crash, Phase
 from convdiff.workers import TaskOutcome, WorkerPool
@@ -78,7 +79,7 @@ def crash_from(outcome: TaskOutcome, stage: str, tool: str, version: str, hop: i
     """Turn a failed task into a recorded crash, or raise it if it is the user's error."""
     if outcome.failure == "exception" and outcome.error_type in _USER_ERRORS:
         raise ConvdiffError(outcome.message)
-    return Crash(
+    crash = Crash(
         stage=stage,
         tool=tool,
         version=version,
@@ -87,6 +88,7 @@ def crash_from(outcome: TaskOutcome, stage: str, tool: str, version: str, hop: i
         hop=hop,
         log=outcome.log_path,
     )
+    return replace(crash, hint=hint_for(crash) or "")
 
 
 def build_zoo_source(

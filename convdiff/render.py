@@ -93,6 +93,8 @@ def summary(report: RunReport) -> str:
         lines.append(f"  ... {len(report.disagreeing) - 10} more in report.json")
     for crash in report.crashes:
         lines.append(f"crash: {crash.stage} / {crash.tool} {crash.version}: {crash.message}")
+        if crash.hint:
+            lines.append(f"  hint: {crash.hint}")
         if crash.log:
             lines.append(f"  tool output: {crash.log}")
     lines += [f"note: {note}" for note in report.notes]
@@ -154,6 +156,7 @@ def markdown(report: RunReport) -> str:
         parts += ["## Crashes", ""]
         parts += [
             f"- hop {c.hop}, {c.stage}: {c.tool} {c.version} ({c.failure}): {c.message}"
+            + (f"\n  - hint: {c.hint}" if c.hint else "")
             for c in report.crashes
         ]
         parts.append("")

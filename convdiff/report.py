@@ -33,6 +33,7 @@ class Crash:
     failure: str = "exception"  # exception | died | timeout | memory
     hop: int | None = None  # index of the chain hop, 0 = the source model
     log: str = ""  # worker log with the tool's own output
+    hint: str = ""  # known cause and way around it (convdiff.hints), when convdiff knows one
 
 
 @dataclass(frozen=True)

@@ -197,4 +197,9 @@ def test_converter_crash_is_a_finding_with_exit_3(tmp_path: Path) -> None:
     )
     assert crash["version"].startswith("onnx2torch 1.5.15")
     assert "ReduceMean" in crash["message"] and "version=18" in crash["message"]
+    assert crash["hint"] == (
+        "the ONNX file uses an opset-18+ version of this op, which onnx2torch 1.5 cannot read; "
+        "for a torch source, export with --torch-exporter torchscript --opset 17"
+    )
+    assert f"  hint: {crash['hint']}" in stdout
     assert "CRASH: a converter or runtime failed" in stdout

@@ -73,6 +73,7 @@ def test_stable_keys_and_no_temp_file_left(tmp_path: Path) -> None:
         "failure": "exception",
         "hop": 2,
         "log": "log",
+        "hint": "",
     }
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
