@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+from tests.tiny.onnx_models import save_graph
 
 SIZE = 16
 CLASSES = 10
@@ -68,18 +70,7 @@ def fault_base(path: Path, seed: int = 0) -> Path:
         node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], "fc", transB=1),
         node("Softmax", ["logits"], ["probs"], "softmax", axis=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "fault_base",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, CLASSES])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return save_graph(path, nodes, "fault_base", [1, 3, SIZE, SIZE], "probs", [1, CLASSES], weights)
 
 
 # -- editing helpers -------------------------------------------------------------------------

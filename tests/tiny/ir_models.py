@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+
+from tests.tiny.onnx_models import save_graph
 
 SIZE = 12
 CLASSES = 5
@@ -51,15 +52,6 @@ def tiny_rich_cnn(path: Path, seed: int = 0) -> Path:
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny_rich_cnn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, CLASSES])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+    return save_graph(
+        path, nodes, "tiny_rich_cnn", [1, 3, SIZE, SIZE], "probs", [1, CLASSES], weights
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path

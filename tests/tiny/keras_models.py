@@ -132,8 +132,9 @@ def build_tiny_onnx(
     computed here in plain numpy, independently of any runtime. The inputs are saved NHWC,
     as ``convdiff.tasks.infer`` expects, and transposed to NCHW at the model's boundary.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
+
+    from tests.tiny.onnx_models import save_graph
 
     rng = np.random.default_rng(seed)
     channels, filters = INPUT_SHAPE[2], 4
@@ -161,16 +162,6 @@ def build_tiny_onnx(
     ]
     dim0: int | str = "batch" if batch is None else batch
     h, w, _ = INPUT_SHAPE
-    graph = helper.make_graph(
-        nodes,
-        "tiny_onnx",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [dim0, channels, h, w])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [dim0, CLASSES])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
 
     x_nhwc = rng.uniform(-1.0, 1.0, (samples, *INPUT_SHAPE)).astype(np.float32)
     y = _numpy_tiny_cnn(x_nhwc.transpose(0, 3, 1, 2), weights)
@@ -181,7 +172,15 @@ def build_tiny_onnx(
         "inputs": str(out / "inputs.npz"),
         "reference": str(out / "reference.npz"),
     }
-    onnx.save(model, paths["onnx"])
+    save_graph(
+        paths["onnx"],
+        nodes,
+        "tiny_onnx",
+        [dim0, channels, h, w],
+        "output",
+        [dim0, CLASSES],
+        weights,
+    )
     np.savez(paths["inputs"], x=x_nhwc)
     np.savez(paths["reference"], y=y)
     return paths
