@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,10 +97,14 @@ def build_zoo_source(
     fw: str,
     weights: str,
     seed: int,
-    calibration: Path,
+    calibration: Callable[[], Path],
     calibration_key: str,
 ) -> tuple[Artifact | None, dict[str, Any], str, Crash | None]:
-    """Build a zoo model (cached); returns artifact, weights info, cache key, crash."""
+    """Build a zoo model (cached); returns artifact, weights info, cache key, crash.
+
+    ``calibration`` writes the BatchNorm calibration images and returns their path; it is
+    called only when the build is not in the cache.
+    """
     info = framework(fw)
     key = key_of("build", CACHE_REVISION, model, fw, weights, seed, calibration_key, info.version())
     hit = ws.cache.lookup(key)
@@ -115,7 +119,7 @@ def build_zoo_source(
         framework=fw,
         weights=weights,
         seed=seed,
-        calibration=str(calibration),
+        calibration=str(calibration()),
         out_dir=str(scratch),
     )
     ws.record("build", outcome, outcome.seconds)

@@ -218,10 +218,15 @@ def _source_artifact(
     spec = zoo_model(source.name).variant(source.framework).preprocess
     plan = weights_plan(source.name, source.framework, config.weights)
     weights = str(plan.path) if plan.policy == "file" else plan.policy
-    calibration = ws.out / "inputs" / "calibration.npz"
     calibration_set = datasets.sample_set()
-    with ws.timed("prepare"):
-        _save_inputs(calibration, spec, calibration_set)
+
+    def calibration() -> Path:
+        """Preprocessed calibration images, made only when the build is not cached."""
+        path = ws.out / "inputs" / "calibration.npz"
+        with ws.timed("prepare"):
+            _save_inputs(path, spec, calibration_set)
+        return path
+
     calibration_key = key_of(spec.to_dict(), [r.name for r in calibration_set])
     if plan.policy == "file" and plan.path is not None:
         calibration_key = key_of(calibration_key, file_digest(plan.path))
