@@ -135,6 +135,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--no-cache", is_flag=True, help="Convert again even if a cached file exists.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--localize",
+    is_flag=True,
+    help="Then localize the last artifact against the source (all stages, in run/localize).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object) -> None:
@@ -170,6 +175,7 @@ def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object
         use_cache=not options["no_cache"],
         timeout=options["timeout"],
         batch_size=options["batch_size"],
+        localize=bool(options["localize"]),
     )
     report = run_conversion(config, Progress(enabled=not quiet))
     click.echo(summary(report))

@@ -58,3 +58,4 @@ class RunConfig:
     # "source": the target gets the source's input tensor; "target": the last hop gets its own
     # framework's customary preprocessing (convdiff.run.target_spec), saved as x-target.npz
     target_preprocess: str = "source"
+    localize: bool = False  # localize the last artifact after the run (convdiff.followup)

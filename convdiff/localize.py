@@ -72,6 +72,7 @@ class LocalizeConfig:
     resize: str | None = None
     target_preprocess: str | None = None  # preset the target's framework customarily uses
     run_report: Path | None = None  # a `convdiff run` report.json: which hop lost agreement
+    source_spec: PreprocessSpec | None = None  # the source's whole spec (run --localize)
     batch_size: int = 8
 
 
@@ -430,7 +431,10 @@ def _spec(
     fw: str, shape: list[Any], config: LocalizeConfig, preset: str | None, options: bool
 ) -> PreprocessSpec:
     """One side's preprocessing at the model's own size and layout: the source's is the preset
-    and options of the command line (``options``), the target's own is its preset alone."""
+    and options of the command line (``options``), the target's own is its preset alone; a
+    run's source spec (``config.source_spec``) is taken as it is."""
+    if options and config.source_spec is not None:
+        return config.source_spec
     layout = layout_of(shape, framework(fw).layout)
     if options and config.layout:
         layout = config.layout.upper()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convdiff.followup import summary_lines
 from convdiff.report import Hop, RunReport, write_atomic
 
 _VERDICT = {
@@ -98,6 +99,7 @@ def summary(report: RunReport) -> str:
         if crash.log:
             lines.append(f"  tool output: {crash.log}")
     lines += [f"note: {note}" for note in report.notes]
+    lines += summary_lines(report.localization)
     lines.append(f"report: {Path(report.out_dir) / 'report.json'}")
     return "\n".join(lines)
 
@@ -171,6 +173,10 @@ def markdown(report: RunReport) -> str:
             f"| {name} | {p.seconds:.2f} | {p.work_seconds:.2f} | {p.peak_rss_mb:.0f} |"
             for name, p in report.timings.items()
         ]
+        parts.append("")
+    if report.localization:
+        parts += ["## Localization", ""]
+        parts += [f"- {line.strip()}" for line in summary_lines(report.localization)]
         parts.append("")
     parts += [f"- note: {n}" for n in report.notes]
     return "\n".join(parts) + "\n"

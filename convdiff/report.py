@@ -103,6 +103,8 @@ class RunReport:
     crashes: list[Crash] = field(default_factory=list)
     timings: dict[str, Phase] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # --localize: what the localization found (convdiff.followup.Localization)
+    localization: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.status == "ok"

@@ -22,6 +22,7 @@ from convdiff.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.config import TARGET_PREPROCESS, RunConfig
 from convdiff.converters import find_chain
 from convdiff.errors import ConvdiffError, InputShapeError, OutputDirError
+from convdiff.followup import localize_run
 from convdiff.frameworks import framework, layout_of
 from convdiff.metrics import PairMetrics, compare
 from convdiff.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
@@ -79,6 +80,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
                 report.timings["startup"] = Phase(imports, imports, 0.0)
             _finish(report, out)
             shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
+        if config.localize:
+            localize_run(report, config, pool, progress)
+            write_markdown(report, out / "report.md")
     return report
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from convdiff.progress import Progress
 from convdiff.report import RunReport
+from convdiff.stages.findings import Finding
 
 NO_FINDING = "localize: no finding"
 FAILED = "localize failed: "
@@ -44,12 +45,17 @@ def top_finding(report: RunReport, out: Path, progress: Progress | None = None) 
         result = localize(config, steps)
     except Exception as exc:  # advice only: a failure is reported, the verdict stands
         return FAILED + _one_line(str(exc) or type(exc).__name__)
-    faults = result.faults
+    if not result.faults and result.crashes:
+        crash = result.crashes[0]
+        return FAILED + _one_line(f"stage {crash['stage']} crashed: {crash['message']}")
+    return best_finding_line(result.faults) or NO_FINDING
+
+
+def best_finding_line(faults: list[Finding]) -> str:
+    """The finding with the highest score (the first in stage order on a tie) as one line,
+    ``weights precision at conv -> conv: ...``; empty when there is none."""
     if not faults:
-        if result.crashes:
-            crash = result.crashes[0]
-            return FAILED + _one_line(f"stage {crash['stage']} crashed: {crash['message']}")
-        return NO_FINDING
+        return ""
     best = max(faults, key=lambda f: f.score)  # max keeps the first of equal scores
     where = ""
     if best.source_layer or best.target_layer:
@@ -64,4 +70,4 @@ def _one_line(text: str, limit: int = 200) -> str:
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
-__all__ = ["FAILED", "NO_FINDING", "top_finding"]
+__all__ = ["FAILED", "NO_FINDING", "best_finding_line", "top_finding"]

@@ -1,0 +1,120 @@
+"""What `convdiff run --localize` does after the run: localize its last artifact.
+
+Why a module of its own: the run orchestrator (:mod:`convdiff.run`) only converts and compares;
+this module turns a finished run into a localization of its source artifact against its last
+artifact, on the run's own images and preprocessing, reusing the run's worker pool (the
+frameworks are imported once). A localization is advice on top of a verdict: its failure is
+recorded in the run report (``localization.error``) and never changes the run's exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from convdiff.config import RunConfig
+from convdiff.errors import ConvdiffError
+from convdiff.preprocess import PreprocessSpec
+from convdiff.progress import Progress
+from convdiff.report import RunReport
+from convdiff.stages.findings import STAGES
+from convdiff.workers import WorkerPool
+
+
+@dataclass
+class Localization:
+    """The run report's summary of its localization (``report.json: localization``)."""
+
+    out_dir: str = ""
+    status: str = "skipped"  # findings | no_finding | crashed | failed | skipped
+    findings: dict[str, int] = field(default_factory=dict)  # per stage, faults only
+    top: str = ""  # the top finding, one line
+    error: str = ""  # why it failed or was skipped
+
+
+def localize_run(
+    report: RunReport, config: RunConfig, pool: WorkerPool, progress: Progress
+) -> Localization:
+    """Localize ``report``'s source artifact against its last artifact into
+    ``<run folder>/localize``; the summary goes into ``report.localization``."""
+    from convdiff.localize import LocalizeConfig, localize
+    from convdiff.top_finding import best_finding_line
+
+    out = Path(report.out_dir) / "localize"
+    target = report.chain[-1].artifact if report.chain else None
+    if report.source is None or target is None:
+        why = "the run made no target model to localize"
+        if report.crashes:
+            crash = report.crashes[-1]
+            why = f"the run crashed in {crash.tool} ({crash.stage}): the crash is the finding"
+        return _record(report, Localization(str(out), "skipped", error=why))
+    localize_config = LocalizeConfig(
+        source=report.source.path,
+        target=target.path,
+        src=report.source.framework,
+        dst=target.framework,
+        stages=STAGES,
+        out=out,
+        timeout=config.timeout,
+        data=config.data,
+        labels=config.labels,
+        limit=config.limit,
+        source_spec=source_spec(report.preprocessing),
+        run_report=Path(report.out_dir) / "report.json",
+        batch_size=config.batch_size,
+    )
+    steps = Progress(stream=progress.stream, enabled=progress.enabled)  # not "[6/5]"
+    try:
+        result = localize(localize_config, steps, pool)
+    except ConvdiffError as exc:
+        return _record(report, Localization(str(out), "failed", error=str(exc)))
+    counts = {s: sum(1 for f in result.faults if f.stage == s) for s in STAGES}
+    status = "findings" if result.faults else "crashed" if result.crashes else "no_finding"
+    summary = Localization(
+        str(out),
+        status,
+        {s: n for s, n in counts.items() if n},
+        best_finding_line(result.faults),
+        "; ".join(f"stage {c['stage']} crashed: {c['message']}" for c in result.crashes),
+    )
+    return _record(report, summary)
+
+
+def source_spec(preprocessing: dict[str, Any]) -> PreprocessSpec | None:
+    """The run's source preprocessing (``report.preprocessing``) as a spec again."""
+    names = {f.name for f in fields(PreprocessSpec)}
+    values = {k: v for k, v in preprocessing.items() if k in names}
+    if "size" not in values:
+        return None
+    for key in ("size", "mean", "std"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return PreprocessSpec(**values)
+
+
+def _record(report: RunReport, summary: Localization) -> Localization:
+    report.localization = summary.__dict__.copy()
+    report.write(Path(report.out_dir) / "report.json")
+    return summary
+
+
+def summary_lines(localization: dict[str, Any]) -> list[str]:
+    """The run summary's lines about its localization."""
+    if not localization:
+        return []
+    status, out = localization.get("status"), localization.get("out_dir", "")
+    if status in ("skipped", "failed"):
+        return [f"localize {status}: {localization.get('error', '')}"]
+    counts = localization.get("findings") or {}
+    found = ", ".join(f"{n} {stage}" for stage, n in counts.items()) or "no finding"
+    lines = [f"localize: {found}"]
+    if localization.get("top"):
+        lines.append(f"  top finding: {localization['top']}")
+    if localization.get("error"):
+        lines.append(f"  {localization['error']}")
+    lines.append(f"  localize report: {Path(out) / 'report.md'}")
+    return lines
+
+
+__all__ = ["Localization", "localize_run", "source_spec", "summary_lines"]

@@ -1,0 +1,109 @@
+"""`convdiff run --localize`: the run's last artifact localized against its source.
+
+Real conversions of tiny models: a faithful onnx2torch hop (no finding), a dynamic-range TFLite
+conversion of a Keras model (the int8 weights are the finding), and a converter crash (nothing to
+localize: the crash is the finding).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from convdiff.cli import cli
+from convdiff.config import ConvertOptions, RunConfig
+from convdiff.followup import source_spec
+from convdiff.preprocess import PRESETS
+from convdiff.progress import Progress
+from convdiff.run import run
+from convdiff.workers import WorkerPool
+from tests.tiny.faults import fault_base
+from tests.tiny.onnx_models import opset18_reduce_mean
+
+ALL_STAGES = ["inputs", "tools", "weights", "hyperparams", "graph"]
+
+
+def _run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [*args, "--quiet"])
+    return result.exit_code, result.output
+
+
+def test_a_faithful_conversion_localizes_to_no_finding(tmp_path: Path) -> None:
+    model = fault_base(tmp_path / "base.onnx")
+    code, out = _run(
+        ["run", str(model), "--dst", "torch", "--preprocess", "imagenet", "--limit", "4"]
+        + ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--localize"]
+    )
+    assert code == 0, out
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["localization"] == {
+        "out_dir": str(tmp_path / "run" / "localize"),
+        "status": "no_finding",
+        "findings": {},
+        "top": "",
+        "error": "",
+    }
+    localized = json.loads((tmp_path / "run" / "localize" / "report.json").read_text())
+    assert localized["stages"] == ALL_STAGES
+    assert localized["target"] == report["chain"][0]["artifact"]["path"]
+    # the localization fed the run's own preprocessing and images
+    fed = localized["runs"]["inputs"]["source_spec"]
+    assert fed["name"] == report["preprocessing"]["name"] == "imagenet+custom"
+    assert fed["mean"] == report["preprocessing"]["mean"]
+    assert localized["runs"]["inputs"]["same_tensors"]["images"] == 4
+    assert localized["runs"]["tools"]["run_report"]["hops"][0]["tool"] == "onnx2torch"
+    assert "localize: no finding\n" in out
+    assert "## Localization" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path) -> None:
+    built = pool.call(
+        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
+    )
+    assert built, built.message
+    config = RunConfig(
+        model=built.value["keras"],
+        dst="tflite",
+        convert=ConvertOptions(tflite_opt="dynamic-range"),
+        preprocess="inception",
+        limit=4,
+        out=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        localize=True,
+    )
+    report = run(config, Progress(enabled=False))
+    summary = report.localization
+    assert (summary["status"], summary["findings"]) == ("findings", {"weights": 1})
+    assert summary["top"].startswith(
+        "weights precision at tiny_cnn_1/conv_1/convolution/merged_input -> "
+    )
+    written = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert written["localization"] == summary
+    assert written["status"] == report.status  # the verdict is the run's, not the localizer's
+
+
+def test_a_crashed_run_has_nothing_to_localize(tmp_path: Path) -> None:
+    model = opset18_reduce_mean(tmp_path / "reduce18.onnx")
+    code, out = _run(
+        ["run", str(model), "--dst", "torch", "--limit", "2", "--no-cache"]
+        + ["--out", str(tmp_path / "run"), "--localize"]
+    )
+    assert code == 3
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["localization"]["status"] == "skipped"
+    assert report["localization"]["error"] == (
+        "the run crashed in onnx2torch (convert): the crash is the finding"
+    )
+    assert "localize skipped: the run crashed in onnx2torch (convert)" in out
+    assert not (tmp_path / "run" / "localize" / "report.json").exists()
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "inception", "caffe"])
+def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
+    spec = PRESETS[preset]
+    as_written = json.loads(json.dumps({**spec.to_dict(), "description": spec.describe()}))
+    assert source_spec(as_written) == spec
+    assert source_spec({}) is None
