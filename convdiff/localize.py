@@ -6,7 +6,10 @@ worker pool (frameworks stay in workers; Keras/TF take one float converter first
 selected stages (:mod:`convdiff.stages`) and writes ``report.json`` and ``report.md`` in the
 output folder. A stage that crashes is recorded and the others still run. The inputs and tools
 stages judge measurements, not graphs: :func:`measure_runs` runs both models on images (native
-runtimes and TVM, in workers) before the stages run.
+runtimes and TVM, in workers) before the stages run. When it runs them and the graph stage is
+selected, the same TVM runs (one compile per model) also return the intermediate tensors of
+the aligned layers on the images whose top-1 labels disagree: the graph stage's activation
+evidence (:mod:`convdiff.stages.activations`).
 
 Layer names: findings name layers as the model files do (ONNX node names, TFLite op output
 tensor names). TVM's importers keep no names, but they emit one Relax op per file op in file
@@ -20,7 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +43,16 @@ from convdiff.preprocess import PreprocessSpec
 from convdiff.progress import Progress
 from convdiff.report import RunReport, write_atomic
 from convdiff.source import SourceSpec, resolve_source
-from convdiff.stages import StageContext, stage_function
+from convdiff.stages import StageContext, activations, stage_function
 from convdiff.stages.findings import STAGES, Finding, jsonable, ordered
-from convdiff.stages.graph import rank
+from convdiff.stages.graph import activation_growth, rank
 from convdiff.workers import WorkerPool
 
 SCHEMA_VERSION = 1
 GRAPH_STAGES = ("weights", "hyperparams", "graph")  # what the canonical graphs alone decide
+RUN_STAGES = ("inputs", "tools")  # the stages that run the models (on images)
+MAX_ACTIVATION_IMAGES = 4  # disagreeing images whose activations are compared
+TVM_RUNTIMES = ("onnx", "tflite", "torch")  # frameworks TVM has a frontend for
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class LocalizeConfig:
     target: str
     src: str | None = None  # framework of the source file (detected when None)
     dst: str | None = None
-    stages: tuple[str, ...] = GRAPH_STAGES
+    stages: tuple[str, ...] = STAGES  # all five: the embedded sample images are always there
     out: Path | None = None
     timeout: float = 1800.0
     # inputs and tools stages: the images and the source's preprocessing (as `convdiff run`)
@@ -94,6 +100,9 @@ class LocalizeReport:
     runs: dict[str, Any] = field(default_factory=dict)  # inputs/tools stages: what was run
     crashes: list[dict[str, str]] = field(default_factory=list)  # a stage that stopped
     notes: list[str] = field(default_factory=list)
+    # the graphs, alignment and names the stages read (the repair planner reads them too);
+    # in memory only, never in report.json
+    context: StageContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def faults(self) -> list[Finding]:
@@ -107,7 +116,8 @@ class LocalizeReport:
         return 1 if self.faults else 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, context=None))  # asdict would copy every tensor
+        data.pop("context")
         data["findings"] = [f.to_dict() for f in self.findings]
         return data
 
@@ -167,14 +177,28 @@ def localize(
             graphs.append((raw, canonicalize(raw), info))
         (raw_a, a, _), (raw_b, b, info_b) = graphs
         check_comparable(a, b, source.file.name, target.file.name)
+        alignment = align(a, b)
         evidence: dict[str, Any] = {}
-        if {"inputs", "tools"} & set(config.stages):
-            evidence = measure_runs(pool, config, source, target, out, progress)
+        if set(RUN_STAGES) & set(config.stages):
+            sides = None
+            if "graph" in config.stages:
+                matched = activations.pairs(StageContext(a, b, alignment))
+                sides = (_tvm_side(raw_a, a, matched, 0), _tvm_side(raw_b, b, matched, 1))
+            evidence = measure_runs(pool, config, source, target, out, progress, sides)
             if "tools" in evidence:
                 evidence["tools"]["run_report"] = chain
                 evidence["tools"]["converter"] = _converter(chain, target.file)
+            if "activations" in evidence:
+                evidence["activations"] = _activation_rows(evidence["activations"], a, b, alignment)
+                note = evidence["activations"].get("note")
+                if note:
+                    report.notes.append(f"graph: {note}")
             report.runs = evidence
-    alignment = align(a, b)
+        elif "graph" in config.stages:
+            report.notes.append(
+                "graph: no activation evidence (the models were not run; add inputs or tools "
+                "to --stages)"
+            )
     report.alignment = {
         "pairs": len(alignment.pairs),
         "unmatched": len(alignment.unmatched),
@@ -200,7 +224,9 @@ def localize(
             except Exception as exc:  # a bug or an unforeseen graph: the other stages still run
                 report.crashes.append({"stage": stage, "message": f"{type(exc).__name__}: {exc}"})
     report.findings = ordered(findings)
-    report.suspects = rank(report.findings)
+    report.context = ctx
+    growth = activation_growth(ctx) if "graph" in report.stages else []
+    report.suspects = rank(report.findings, growth)
     report.write(out)
     return report
 
@@ -242,6 +268,25 @@ def _shapes(shapes: list[tuple[int, ...]]) -> str:
 # -- running the models: evidence for the inputs and tools stages --------------------------
 
 
+@dataclass(frozen=True)
+class TvmSide:
+    """What one model's TVM run reads for the graph stage: the file TVM imports (a Keras or
+    SavedModel model's float conversion, ``raw.meta["path"]``) and the raw layer ids whose
+    outputs stand for aligned canonical layers (``Layer.tensor``)."""
+
+    framework: str
+    path: str
+    layers: tuple[str, ...]
+
+
+def _tvm_side(
+    raw: CanonicalGraph, canon: CanonicalGraph, matched: list[tuple[str, str, str]], side: int
+) -> TvmSide:
+    paired = [p[side] for p in matched]
+    layers = tuple(dict.fromkeys(canon[lid].tensor for lid in paired if canon[lid].tensor))
+    return TvmSide(str(raw.meta["framework"]), str(raw.meta["path"]), layers)
+
+
 def measure_runs(
     pool: WorkerPool,
     config: LocalizeConfig,
@@ -249,14 +294,20 @@ def measure_runs(
     target: SourceSpec,
     out: Path,
     progress: Progress,
+    sides: tuple[TvmSide, TvmSide] | None = None,
 ) -> dict[str, Any]:
-    """Run the models the inputs and tools stages need, on the run's images; return their
-    evidence (JSON numbers; tensors stay in ``out/runs``).
+    """Run the models the inputs and tools stages (and the graph stage's activation evidence,
+    given ``sides``) need, on the run's images; return their evidence (JSON numbers; tensors
+    stay in ``out/runs``).
 
     Source on its preprocessing; the target on exactly those tensors (the worker changes only
-    the layout); for ``inputs`` the target again on its own framework's preprocessing; for
-    ``tools`` the target file compiled and run by TVM on the source's tensors. A model that
-    fails to run becomes ``{"error": ...}``: its stage then crashes, the others still run.
+    the layout); for ``inputs`` the target again on its own framework's preprocessing. Then at
+    most ONE TVM task per model (one compile each): the target file on TVM on the source's
+    tensors, for ``tools``, which also returns the target's activations on the images whose
+    top-1 labels differ (at most :data:`MAX_ACTIVATION_IMAGES`); the source's TVM run returns
+    its activations on those images only. No disagreeing image: no activation run, and
+    ``activations["note"]`` says so. A model that fails to run becomes ``{"error": ...}``: its
+    stage then crashes, the others still run.
     """
     records = _records(config)
     names, accepted = [r.name for r in records], [r.accepted for r in records]
@@ -268,7 +319,7 @@ def measure_runs(
     with progress.step(f"preparing {len(records)} images ({spec.describe()})"):
         np.savez(runs / "x-source.npz", x=preprocess.batch(spec, records))
     evidence: dict[str, Any] = {}
-    wanted = [s for s in ("inputs", "tools") if s in config.stages]
+    wanted = [s for s in RUN_STAGES if s in config.stages]
     with progress.step(f"running the source on {source.framework}"):
         y_src, error = _native(
             pool, config, source, runs / "x-source.npz", runs / "y-source.npz", spec.layout
@@ -279,46 +330,194 @@ def measure_runs(
                 pool, config, target, runs / "x-source.npz", runs / "y-target.npz"
             )
     if error is not None:
-        return {stage: {"error": error} for stage in wanted}
-    same = _metrics(compare(y_src, y_dst, names, accepted))
+        failed: dict[str, Any] = {stage: {"error": error} for stage in wanted}
+        if sides is not None:
+            failed["activations"] = {"note": f"no activation evidence: {error}"}
+        return failed
+    try:
+        pair = compare(y_src, y_dst, names, accepted)
+    except ValueError as exc:  # outputs of other sizes (not 1001 against 1000 classes)
+        failed = {stage: {"error": str(exc)} for stage in wanted}
+        if sides is not None:
+            failed["activations"] = {"note": f"no activation evidence: {exc}"}
+        return failed
+    same = _metrics(pair)
     if "inputs" in wanted:
-        origin = f"--target-preprocess {config.target_preprocess}"
-        if config.target_preprocess is None:
-            own_spec, origin = spec, "the source's (no --target-preprocess given)"
-        else:
-            own_spec = _spec(target.framework, dst_shape, config, config.target_preprocess, False)
-        item: dict[str, Any] = {
-            "source_spec": {**spec.to_dict(), "description": spec.describe()},
-            "target_spec": {
-                **own_spec.to_dict(),
-                "description": own_spec.describe(),
-                "origin": origin,
-            },
-            "same_tensors": same,
-            "own_preprocessing": None,
+        evidence["inputs"] = _inputs_evidence(
+            pool, config, target, dst_shape, spec, records, runs, y_src, same, progress
+        )
+    differ = {d.image for d in pair.disagreeing}
+    chosen = [i for i, n in enumerate(names) if n in differ][:MAX_ACTIVATION_IMAGES]
+    act: dict[str, Any] | None = None
+    if sides is not None:
+        act = {
+            "images": [names[i] for i in chosen],
+            "indices": chosen,
+            "disagreeing": len(differ),
+            "max_images": MAX_ACTIVATION_IMAGES,
         }
-        if own_spec != spec:
-            with progress.step(
-                f"running the target on its own preprocessing ({own_spec.describe()})"
-            ):
-                np.savez(runs / "x-target.npz", x=preprocess.batch(own_spec, records))
-                y_own, error = _native(
-                    pool, config, target, runs / "x-target.npz", runs / "y-target-own.npz"
-                )
-            if error is None:
-                item["own_preprocessing"] = _metrics(compare(y_src, y_own, names, accepted))
-            else:
-                item = {"error": error}
-        evidence["inputs"] = json.loads(json.dumps(jsonable(item)))
+        if not chosen:
+            act["note"] = (
+                f"no image's top-1 label differs between the models (of {len(names)}): the "
+                "activation check was skipped"
+            )
+        elif len(differ) > len(chosen):
+            act["note"] = (
+                f"activations compared on the first {len(chosen)} of {len(differ)} "
+                "disagreeing images"
+            )
+    measure = act is not None and bool(chosen) and sides is not None
+    tvm_target = target.framework in TVM_RUNTIMES
+    outcome = act_outcome = None
+    if tvm_target and ("tools" in wanted or measure):
+        # the tools stage's TVM run of the target file, its activations from the same compile
+        with progress.step("running the target file on TVM (llvm)"):
+            outcome = _run_tvm(
+                pool, target.framework, str(target.file), runs, "target", "auto",
+                sides[1].layers if measure and sides else None, chosen, "tools" in wanted,
+            )  # fmt: skip
+        if measure and "tools" in wanted and not outcome:
+            # exposing the tensors may be what failed: the tools stage still gets its run
+            act_outcome = outcome
+            with progress.step("running the target file on TVM (llvm) without activations"):
+                outcome = _run_tvm(
+                    pool, target.framework, str(target.file), runs, "target", "auto", None,
+                    chosen, True,
+                )  # fmt: skip
+    elif measure and sides:  # no TVM frontend (Keras): the float conversion TVM imported
+        with progress.step("running the target's float conversion on TVM for its activations"):
+            outcome = _run_tvm(
+                pool, sides[1].framework, sides[1].path, runs, "target-route", "auto",
+                sides[1].layers, chosen, False,
+            )  # fmt: skip
     if "tools" in wanted:
         evidence["tools"] = _runtime_evidence(
-            pool, target, runs, y_src, y_dst, same, names, accepted, progress
+            target, runs, y_src, y_dst, same, names, accepted, outcome if tvm_target else None
         )
+    if measure and act is not None and sides is not None:
+        act["target"] = _activation_outcome(outcome if act_outcome is None else act_outcome)
+        with progress.step("running the source on TVM (llvm) for its activations"):
+            source_run = _run_tvm(
+                pool, sides[0].framework, sides[0].path, runs, "source", spec.layout,
+                sides[0].layers, chosen, False,
+            )  # fmt: skip
+        act["source"] = _activation_outcome(source_run)
+    if act is not None:
+        evidence["activations"] = json.loads(json.dumps(jsonable(act)))
     return evidence
 
 
-def _runtime_evidence(
+def _run_tvm(
     pool: WorkerPool,
+    fw: str,
+    path: str,
+    runs: Path,
+    side: str,
+    layout: str,
+    layers: tuple[str, ...] | None,
+    images: list[int],
+    all_images: bool,
+) -> Any:
+    """One TVM task (one compile): ``y-<side>-tvm.npz`` (every image when ``all_images``,
+    else ``images`` only) and, given ``layers``, ``act-<side>.npz`` on ``images``."""
+    return pool.call(
+        "tvm",
+        "convdiff.ir.tvm_import:run_tvm",
+        framework=fw,
+        path=path,
+        inputs_npz=str(runs / "x-source.npz"),
+        outputs_npz=str(runs / f"y-{side}-tvm.npz"),
+        layout=layout,
+        layers=list(layers) if layers else None,
+        images=images if layers else None,
+        activations_npz=str(runs / f"act-{side.removesuffix('-route')}.npz") if layers else None,
+        all_images=all_images or not layers,
+    )
+
+
+def _activation_outcome(outcome: Any) -> dict[str, Any]:
+    """One side's activation run: its npz, or why there is none (JSON only)."""
+    if outcome is None:
+        return {"error": "not run"}
+    if not outcome:
+        return {"error": f"TVM could not run it: {outcome.error_type}: {outcome.message}"}
+    info = outcome.value.get("activations") or {}
+    if "error" in info or "npz" not in info:
+        return {"error": info.get("error", "no activations returned")}
+    return {
+        "npz": info["npz"],
+        "layers": len(info["layers"]),
+        "missing": info["missing"],
+        "compile_seconds": outcome.value["compile_seconds"],
+        "run_seconds": outcome.value["run_seconds"],
+    }
+
+
+def _activation_rows(
+    act: dict[str, Any], a: CanonicalGraph, b: CanonicalGraph, alignment: Any
+) -> dict[str, Any]:
+    """The activation evidence with its per-pair divergences (``rows``) computed from the two
+    npz files; a side that did not run leaves a note and no rows."""
+    act = {**act, "tolerance": activations.TOLERANCE}
+    if act.get("note") and not act.get("indices"):
+        return act
+    if "error" in act.get("source", {}) or "error" in act.get("target", {}):
+        errors = [f"{side}: {act[side]['error']}" for side in ("source", "target") if side in act]
+        act["note"] = "no activation evidence (" + "; ".join(errors) + ")"
+        return act
+    with np.load(act["source"]["npz"]) as xa, np.load(act["target"]["npz"]) as xb:
+        acts_a = {k: xa[k] for k in xa.files}
+        acts_b = {k: xb[k] for k in xb.files}
+    matched = activations.pairs(StageContext(a, b, alignment))
+    rows = activations.compare(a, b, matched, acts_a, acts_b)
+    act["rows"] = json.loads(json.dumps(jsonable(rows)))
+    act["compared"] = len(rows)
+    return act
+
+
+def _inputs_evidence(
+    pool: WorkerPool,
+    config: LocalizeConfig,
+    target: SourceSpec,
+    dst_shape: list[Any],
+    spec: PreprocessSpec,
+    records: list[datasets.ImageRecord],
+    runs: Path,
+    y_src: np.ndarray,
+    same: dict[str, Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    """The inputs stage's evidence: the target on its own framework's preprocessing."""
+    names, accepted = [r.name for r in records], [r.accepted for r in records]
+    origin = f"--target-preprocess {config.target_preprocess}"
+    if config.target_preprocess is None:
+        own_spec, origin = spec, "the source's (no --target-preprocess given)"
+    else:
+        own_spec = _spec(target.framework, dst_shape, config, config.target_preprocess, False)
+    item: dict[str, Any] = {
+        "source_spec": {**spec.to_dict(), "description": spec.describe()},
+        "target_spec": {
+            **own_spec.to_dict(),
+            "description": own_spec.describe(),
+            "origin": origin,
+        },
+        "same_tensors": same,
+        "own_preprocessing": None,
+    }
+    if own_spec != spec:
+        with progress.step(f"running the target on its own preprocessing ({own_spec.describe()})"):
+            np.savez(runs / "x-target.npz", x=preprocess.batch(own_spec, records))
+            y_own, error = _native(
+                pool, config, target, runs / "x-target.npz", runs / "y-target-own.npz"
+            )
+        if error is None:
+            item["own_preprocessing"] = _metrics(compare(y_src, y_own, names, accepted))
+        else:
+            item = {"error": error}
+    return json.loads(json.dumps(jsonable(item)))
+
+
+def _runtime_evidence(
     target: SourceSpec,
     runs: Path,
     y_src: np.ndarray,
@@ -326,9 +525,10 @@ def _runtime_evidence(
     same: dict[str, Any],
     names: list[str],
     accepted: list[Any],
-    progress: Progress,
+    outcome: Any,
 ) -> dict[str, Any]:
-    """The target file on TVM against its own runtime and against the source."""
+    """The target file on TVM (``outcome`` of its run_tvm task, None when TVM has no frontend
+    for it) against its own runtime and against the source."""
     info = framework(target.framework)
     item: dict[str, Any] = {
         "runtime": info.title,
@@ -339,18 +539,9 @@ def _runtime_evidence(
         "native_vs_tvm": None,
         "tvm_vs_source": None,
     }
-    if target.framework not in ("onnx", "tflite", "torch"):
+    if target.framework not in TVM_RUNTIMES:
         item["note"] = f"TVM has no {info.title} frontend: the runtime check was skipped"
         return item
-    with progress.step("running the target file on TVM (llvm)"):
-        outcome = pool.call(
-            "tvm",
-            "convdiff.ir.tvm_import:run_tvm",
-            framework=target.framework,
-            path=str(target.file),
-            inputs_npz=str(runs / "x-source.npz"),
-            outputs_npz=str(runs / "y-target-tvm.npz"),
-        )
     if not outcome:
         return {"error": f"TVM could not run the target: {outcome.error_type}: {outcome.message}"}
     with np.load(runs / "y-target-tvm.npz") as data:
@@ -498,6 +689,7 @@ ONNX_KINDS = {
     "Softmax": "softmax",
     "Concat": "concat",
     "Clip": "clip",
+    "Resize": "resize",
 }
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
@@ -507,6 +699,8 @@ TFLITE_KINDS = {
     "AVERAGE_POOL_2D": "pool_avg",
     "SOFTMAX": "softmax",
     "CONCATENATION": "concat",
+    "RESIZE_BILINEAR": "resize",
+    "RESIZE_NEAREST_NEIGHBOR": "resize",
 }
 
 
@@ -623,6 +817,7 @@ def summary(report: LocalizeReport) -> str:
             lines.append(f"      fix: {f.suggestion}")
     for crash in report.crashes:
         lines.append(f"  stage {crash['stage']} crashed: {crash['message']}")
+    lines += [f"  note: {note}" for note in report.notes]
     lines.append(f"report: {Path(report.out_dir) / 'report.md'}")
     return "\n".join(lines)
 
@@ -659,9 +854,31 @@ def to_markdown(report: LocalizeReport) -> str:
         out += ["## Suspicious layers", ""]
         out += [f"1. `{s['layer']}` ({', '.join(s['kinds'])})" for s in report.suspects]
         out.append("")
+    out += _activations_markdown(report.runs.get("activations"))
     for crash in report.crashes:
         out.append(f"- stage {crash['stage']} crashed: {crash['message']}")
+    out += [f"- note: {note}" for note in report.notes]
     return "\n".join(out) + "\n"
+
+
+def _activations_markdown(act: dict[str, Any] | None) -> list[str]:
+    """The graph stage's activation evidence: per aligned layer, its relative divergence."""
+    if not act or not act.get("rows"):
+        return []
+    out = [
+        "## Activations",
+        "",
+        f"Relative divergence max|a-b| / max|a| on {len(act['images'])} disagreeing image(s) "
+        f"({', '.join(act['images'])}); tolerance {act['tolerance']:g}.",
+        "",
+        "| source layer | target layer | op | divergence | inputs' |",
+        "|---|---|---|---|---|",
+    ]
+    for r in act["rows"]:
+        div = "shape differs" if r["divergence"] is None else f"{r['divergence']:.3g}"
+        before = "-" if r["input_divergence"] is None else f"{r['input_divergence']:.3g}"
+        out.append(f"| {r['source']} | {r['target']} | {r['op']} | {div} | {before} |")
+    return [*out, ""]
 
 
 __all__ = ["LocalizeConfig", "LocalizeReport", "check_comparable", "localize", "summary"]

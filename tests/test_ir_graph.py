@@ -71,6 +71,42 @@ def test_canonicalize_folds_pad_bias_batchnorm_and_names_relu6() -> None:
     )
     assert canon.outputs == ["g"]
     assert canon["g"].attrs == {}
+    # each canonical layer's output is a raw tensor: the folded BatchNorm's, Clip's minimum's
+    assert [(lay.id, lay.tensor) for lay in canon.layers] == [
+        ("x", "x"),
+        ("c", "bn"),
+        ("mx", "mn"),
+        ("g", "g"),
+    ]
+    assert all(lay.tensor == lay.id for lay in raw.layers)
+
+
+def test_the_tensor_field_round_trips_and_defaults_to_the_id(tmp_path: Path) -> None:
+    canon = canonicalize(_raw())
+    json_path, _ = canon.save(tmp_path / "graph.json")
+    assert CanonicalGraph.load(json_path)["c"].tensor == "bn"
+    old = canon.to_json()  # a graph.json written before the field existed
+    for item in old["layers"]:
+        del item["tensor"]
+    assert [lay.tensor for lay in CanonicalGraph.from_json(old, {
+        f"{lay.id}/{k}": v for lay in canon.layers for k, v in lay.params.items()
+    }).layers] == ["x", "c", "mx", "g"]  # fmt: skip
+
+
+def test_a_scale_folded_into_a_dense_layer_gives_it_the_mul_tensor() -> None:
+    fc = RNG.normal(0, 1, (3, 4)).astype(np.float32)
+    layers = [
+        Layer("x", "input", shape=[1, 4]),
+        Layer("d", "dense", ["x"], {"units": 3}, [1, 3], {"weight": fc}),
+        Layer("m", "mul", ["d"], {}, [1, 3], {"const": np.full((1, 3), 2.0, np.float32)}),
+        Layer("s", "softmax", ["m"], {"axis": 1, "log": False}, [1, 3]),
+    ]
+    canon = canonicalize(CanonicalGraph(layers, ["x"], ["s"]))
+    assert [(lay.id, lay.tensor, lay.folded) for lay in canon.layers] == [
+        ("x", "x", []),
+        ("d", "m", ["mul m"]),
+        ("s", "s", []),
+    ]
 
 
 def test_align_reports_an_extra_layer_with_its_reason() -> None:
@@ -104,3 +140,17 @@ def test_align_reports_a_missing_layer_and_continues_past_it() -> None:
     assert [(u.graph, u.layer, u.reason) for u in alignment.unmatched] == [
         ("a", "mx", "no relu6 of shape [1, 4, 8, 8] follows c in B (B has pool_global_avg g there)")
     ]
+
+
+def test_a_reordered_flatten_has_no_raw_tensor_and_its_dense_layer_keeps_its_own() -> None:
+    """NHWC features (h, w, c) reordered to (c, h, w) for the dense layer: the raw flatten
+    tensor holds the old order, so no raw tensor equals the canonical flatten's output."""
+    fc = RNG.normal(0, 1, (3, 8)).astype(np.float32)
+    layers = [
+        Layer("x", "input", shape=[1, 2, 2, 2]),
+        Layer("f", "flatten", ["x"], {"order": [2, 3, 1]}, [1, 8]),
+        Layer("d", "dense", ["f"], {"units": 3}, [1, 3], {"weight": fc}),
+    ]
+    canon = canonicalize(CanonicalGraph(layers, ["x"], ["d"]))
+    assert [(lay.id, lay.tensor) for lay in canon.layers] == [("x", "x"), ("f", ""), ("d", "d")]
+    assert canon["f"].attrs["order"] == [1, 2, 3]

@@ -183,6 +183,45 @@ def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path:
     )
 
 
+def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_layouts(
+    pool: WorkerPool, rich: Path, tmp_path: Path
+) -> None:
+    """The NCHW ONNX model and its NHWC TFLite conversion, each compiled once: every aligned
+    layer's activation (logical NCHW) agrees within the activation tolerance, the input is
+    the fed images in NCHW, the last tensor is the output; ids are import_graph's."""
+    from convdiff.stages import StageContext, activations
+
+    keras_path = _convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
+    tflite_path = _convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    a = canonicalize(_imported(pool, "onnx", str(rich), tmp_path / "ga"))
+    b = canonicalize(_imported(pool, "tflite", tflite_path, tmp_path / "gb"))
+    matched = activations.pairs(StageContext(a, b, align(a, b)))
+    acts = []
+    for side, (fw, path, graph) in enumerate((("onnx", rich, a), ("tflite", tflite_path, b))):
+        layers = [graph[p[side]].tensor for p in matched if graph[p[side]].tensor]
+        ran = pool.call(
+            "tvm", "convdiff.ir.tvm_import:run_tvm", framework=fw, path=str(path),
+            inputs_npz=str(tmp_path / "x.npz"), outputs_npz=str(tmp_path / f"y{side}.npz"),
+            layers=[*layers, "nonexistent"], images=[0, 2],
+            activations_npz=str(tmp_path / f"act{side}.npz"),
+        )  # fmt: skip
+        assert ran, ran.message
+        assert ran.value["activations"]["missing"] == ["nonexistent"]
+        assert ran.value["activations"]["images"] == [0, 2]
+        with np.load(tmp_path / f"act{side}.npz") as data, np.load(tmp_path / f"y{side}.npz") as y:
+            acts.append({k: data[k] for k in data.files})
+            assert y["y"].shape == (3, 5)  # the model output: every image
+            out = graph[graph.outputs[0]].tensor
+            np.testing.assert_allclose(acts[-1][out].reshape(2, -1), y["y"][[0, 2]], atol=1e-6)
+        np.testing.assert_array_equal(acts[-1][graph.inputs[0]], x[[0, 2]].transpose(0, 3, 1, 2))
+    rows = activations.compare(a, b, matched, *acts)
+    assert len(rows) == len(matched) == 10  # input, 9 layers (the flatten included)
+    assert activations.first_divergence(rows) is None
+    assert max(r["divergence"] for r in rows) < 1e-5
+
+
 def test_torch_export_imports_in_the_tvm_worker(pool: WorkerPool, tmp_path: Path) -> None:
     """from_exported_program needs torch beside TVM: the tvm worker imports both (never TF)."""
     made = pool.call("torch", "tests.tiny.torch_models:make_tiny", out_dir=str(tmp_path))

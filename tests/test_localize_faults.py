@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from convdiff.cli import cli
 from convdiff.errors import ConvdiffError
 from convdiff.ir import tflite_quant
-from convdiff.localize import LocalizeConfig, localize
+from convdiff.localize import GRAPH_STAGES, LocalizeConfig, localize
 from convdiff.progress import Progress
 from convdiff.workers import WorkerPool
 from tests.tiny.faults import FAULTS, fault_base, inject
@@ -33,6 +33,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _localize(pool: WorkerPool, source: Path | str, target: Path | str, out: Path, **kw):
+    kw.setdefault("stages", GRAPH_STAGES)  # the graphs alone (all five: test_localize_activations)
     config = LocalizeConfig(str(source), str(target), out=out, **kw)
     return localize(config, Progress(enabled=False), pool)
 
@@ -185,7 +186,8 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_cli_exit_codes_and_summary(base: Path, tmp_path: Path) -> None:
     target = inject(base, "bn_epsilon", tmp_path / "eps.onnx")
-    code, out, err = invoke(str(base), str(target), "--out", str(tmp_path / "o1"))
+    graphs = ("--stages", "weights,hyperparams,graph")
+    code, out, err = invoke(str(base), str(target), *graphs, "--out", str(tmp_path / "o1"))
     assert code == 1, err
     assert out.splitlines()[:3] == [
         "localize base.onnx (onnx) -> eps.onnx (onnx): 1 finding(s), stages weights, "
@@ -195,9 +197,13 @@ def test_cli_exit_codes_and_summary(base: Path, tmp_path: Path) -> None:
         "      fix: set the target BatchNorm's epsilon to 0.001 (its folded weights then equal "
         "the source's)",
     ]
-    code, out, err = invoke(str(base), str(base), "--out", str(tmp_path / "o2"))
+    code, out, err = invoke(str(base), str(base), *graphs, "--out", str(tmp_path / "o2"))
     assert (code, err) == (0, "")
     assert out.splitlines()[0].endswith(": 0 finding(s), stages weights, hyperparams, graph")
+    assert out.splitlines()[1] == (
+        "  note: graph: no activation evidence (the models were not run; add inputs or tools "
+        "to --stages)"
+    )
     code, _, err = invoke(str(base), str(target), "--stages", "weights,bogus")
     assert code == 2
     assert err == (

@@ -249,7 +249,7 @@ def test_cli_inputs_options_and_bad_run_reports(tiny: Path, tmp_path: Path) -> N
         "      fix: feed the target the source's preprocessing: resize stretch -> center-crop; "
         "mean 0.5,0.5,0.5 -> 0.485,0.456,0.406; std 0.5,0.5,0.5 -> 0.229,0.224,0.225"
     )
-    code, _, err = invoke("--run-report", str(tmp_path / "r.json"))
+    code, _, err = invoke("--stages", "inputs,graph", "--run-report", str(tmp_path / "r.json"))
     assert (code, err) == (
         2,
         "error: --run-report is read by the tools stage; add tools to --stages\n",

@@ -9,7 +9,7 @@ import pytest
 
 from convdiff.ir.align import align
 from convdiff.ir.graph import CanonicalGraph, Layer
-from convdiff.stages import StageContext, graph, hyperparams, weights
+from convdiff.stages import StageContext, activations, graph, hyperparams, weights
 from convdiff.stages.findings import Finding, ordered
 from tests.tiny.faults import int8_grid
 
@@ -259,3 +259,102 @@ def test_findings_order_and_json_round_trip() -> None:
     assert Finding.from_dict(found[1].to_dict()) == found[1]
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         Finding("nope", "k", None, None, "x")
+
+
+# -- activation evidence (graph stage) ------------------------------------------------------
+
+
+def test_divergence_is_relative_to_the_sources_largest_magnitude() -> None:
+    a = np.array([[[1.0, -4.0]], [[2.0, 0.5]]])  # 2 images
+    b = a + np.array([[[0.0, 0.0]], [[0.0, 0.2]]])
+    assert activations.divergence(a, b) == pytest.approx(0.2 / 4.0)
+    assert activations.divergence(a, a) == 0.0
+    # [N,C,1,1] against [N,C] compares (global pooling kept its axes on one side only)
+    assert activations.divergence(np.ones((2, 3, 1, 1)), np.ones((2, 3))) == 0.0
+    assert activations.divergence(np.ones((2, 3, 4, 4)), np.ones((2, 3, 2, 2))) is None
+    assert activations.divergence(np.zeros((1, 2)), np.full((1, 2), 1e-13)) == pytest.approx(0.1)
+    # float32 noise stays far below the tolerance, an int8 grid far above it
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (2, 8, 4, 4)).astype(np.float32)
+    noisy = (x.astype(np.float64) * (1 + 1e-7)).astype(np.float32)
+    assert not activations.beyond(activations.divergence(x, noisy))
+    assert activations.beyond(activations.divergence(x, int8_grid(x)))
+
+
+def _acts(g: CanonicalGraph, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {lay.tensor: rng.normal(0, 1, [2, *lay.shape[1:]]) for lay in g.layers}
+
+
+def test_compare_walks_the_pairs_in_source_order_with_input_divergence() -> None:
+    a, b = model(), model()
+    acts_a = _acts(a)
+    acts_b = {k: v.copy() for k, v in acts_a.items()}
+    acts_b["p"] = acts_b["p"] * 1.5  # the avg pool is where the target parts
+    acts_b["g"], acts_b["d"], acts_b["s"] = acts_b["g"] + 1.0, acts_b["d"] + 1.0, acts_b["s"] + 1
+    ctx = StageContext(a, b, align(a, b))
+    rows = activations.compare(a, b, activations.pairs(ctx), acts_a, acts_b)
+    assert [(r["source"], r["op"]) for r in rows] == [
+        ("x", "input"), ("c", "conv2d"), ("r", "relu6"), ("p", "pool_avg"),
+        ("g", "pool_global_avg"), ("d", "dense"), ("s", "softmax"),
+    ]  # fmt: skip
+    assert [r["divergence"] == 0.0 for r in rows] == [True] * 3 + [False] * 4
+    first = activations.first_divergence(rows)
+    assert first is not None and first["source"] == "p"
+    assert first["input_divergence"] == 0.0
+    assert first["divergence"] == pytest.approx(0.5)  # max|1.5a - a| / max|a|
+    assert [r["source"] for r in activations.growth(rows)][0] == "p"
+    assert activations.first_divergence(rows[:3]) is None  # all agree: nothing to name
+
+
+def test_a_first_divergence_finding_names_both_layers_and_its_evidence() -> None:
+    a, b = model(), model()
+    rows = [
+        {"source": "x", "target": "x", "op": "input", "divergence": 0.5,
+         "input_divergence": None, "input_shape_mismatch": False, "shapes": [[3, 8, 8]] * 2},
+        {"source": "c", "target": "c", "op": "conv2d", "divergence": 1e-7,
+         "input_divergence": 0.5, "input_shape_mismatch": False, "shapes": [[4, 8, 8]] * 2},
+        {"source": "r", "target": "r", "op": "relu6", "divergence": 2e-3,
+         "input_divergence": 1e-7, "input_shape_mismatch": False, "shapes": [[4, 8, 8]] * 2},
+        {"source": "p", "target": "p", "op": "pool_avg", "divergence": 3e-3,
+         "input_divergence": 2e-3, "input_shape_mismatch": False, "shapes": [[4, 8, 8]] * 2},
+    ]  # fmt: skip
+    act = {"images": ["cat.jpg"], "tolerance": 1e-4, "rows": rows}
+    ctx = StageContext(a, b, align(a, b), {"r": "relu_a"}, {"r": "relu_b"}, evidence={
+        "activations": act})  # fmt: skip
+    [found] = graph.run(ctx)
+    assert (found.stage, found.kind, found.source_layer, found.target_layer) == (
+        "graph", "first_divergence", "relu_a", "relu_b",
+    )  # fmt: skip
+    assert found.summary == (
+        "the first aligned layer whose outputs differ on the 1 disagreeing image(s): relu6 "
+        "relu_a -> relu_b (relative divergence 0.002; its inputs agree)"
+    )
+    assert found.evidence["images"] == ["cat.jpg"]
+    assert found.evidence["input_divergence"] == 1e-7
+    assert found.evidence["target_tensor"] == "r"
+    # the ranking adds activation growth: relu6 grew 20x over the tolerance, the pool 1.5x
+    ranked = graph.rank([found], graph.activation_growth(ctx))
+    assert [(r["layer"], r["kinds"]) for r in ranked] == [
+        ("relu_b", ["graph:first_divergence", "activations:growth"]),
+        ("p", ["activations:growth"]),
+    ]
+    assert ranked[0]["score"] == pytest.approx(2.0 + np.log10(20) / 2, abs=1e-6)
+    assert ranked == graph.rank([found], graph.activation_growth(ctx))  # deterministic
+    # no divergence anywhere (or no evidence at all): no finding
+    calm = [{**r, "divergence": 0.0} for r in rows]
+    ctx.evidence = {"activations": {**act, "rows": calm}}
+    assert graph.run(ctx) == [] and graph.activation_growth(ctx) == []
+    ctx.evidence = {"activations": {"note": "no image's top-1 label differs"}}
+    assert graph.run(ctx) == []
+
+
+def test_a_changed_shape_is_a_divergence_and_scores_once() -> None:
+    rows = [
+        {"source": "c", "target": "c", "op": "conv2d", "divergence": None,
+         "input_divergence": 0.0, "input_shape_mismatch": False, "shapes": [[4, 8, 8], [4, 6, 6]]},
+        {"source": "r", "target": "r", "op": "relu6", "divergence": None,
+         "input_divergence": None, "input_shape_mismatch": True, "shapes": [[4, 8, 8], [4, 6, 6]]},
+    ]  # fmt: skip
+    assert activations.first_divergence(rows)["source"] == "c"
+    assert [(r["source"], r["growth_score"]) for r in activations.growth(rows)] == [("c", 1.0)]

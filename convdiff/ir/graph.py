@@ -13,6 +13,9 @@ of :class:`Layer` objects in *logical* NCHW terms:
 - ``inputs`` are the ids of the producing layers (edges).
 - ``folded`` lists what canonicalization absorbed into the layer (e.g. ``batch_norm bn``),
   the evidence the stages need after BatchNorm or bias or padding disappear as layers.
+- ``tensor`` is the id of the *raw* layer whose output equals this layer's output (the layer
+  itself in a raw graph; the folded BatchNorm/bias/scale after canonicalization; empty when no
+  raw tensor does): what activation evidence runs TVM to read.
 
 Tensors never go into the JSON: :meth:`CanonicalGraph.save` writes ``graph.json`` and an .npz
 beside it, keyed ``<layer id>/<param name>``.
@@ -55,6 +58,7 @@ OPS = (
     "reshape",
     "flatten",
     "transpose",
+    "resize",
     "identity",
     "other",
 )
@@ -75,10 +79,13 @@ class Layer:
     params: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""  # what the layer was in the imported module, e.g. "relax.nn.conv2d lv3"
     folded: list[str] = field(default_factory=list)
+    tensor: str | None = None  # raw layer whose output this is (None: the layer's own id)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise ValueError(f"layer {self.id}: op {self.op!r} is not in the vocabulary")
+        if self.tensor is None:
+            self.tensor = self.id
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: params appear as their shapes only (the arrays go to the .npz)."""
@@ -152,6 +159,7 @@ class CanonicalGraph:
                     params={n: params[f"{item['id']}/{n}"] for n in names},
                     source=item.get("source", ""),
                     folded=list(item.get("folded", [])),
+                    tensor=item.get("tensor", item["id"]),  # graphs saved before the field
                 )
             )
         return cls(layers, list(data["inputs"]), list(data["outputs"]), dict(data["meta"]))

@@ -75,19 +75,58 @@ def load_module(framework: str, path: str, work_dir: Path | None = None) -> Impo
 
 
 def _load_onnx(path: str) -> Imported:
+    """ONNX through TVM's frontend, constant-mode Pad kept as ``relax.nn.pad``.
+
+    TVM 0.27's ONNX Pad converter emits ``call_tir(pad)`` (a TE kernel whose widths live only in
+    TIR), batch static or not, so canonicalization could not fold tf2onnx's Pad into the next
+    Conv as it folds TFLite's PAD (a relax.nn.pad): MobileNetV2's four stride-2 depthwise convs
+    then looked unpadded. :func:`_onnx_importer` emits the Relax op instead."""
     import onnx
-    from tvm.relax.frontend.onnx import from_onnx
 
     model = onnx.load(path)
     try:
-        return Imported(from_onnx(model, keep_params_in_input=False), [])
+        return Imported(_from_onnx(model), [])
     except Exception as exc:  # the frontend's refusal; onnxslim often removes its cause
         import onnxslim
 
         first = f"{type(exc).__name__}: {_one_line(exc)}"
-        slim = onnxslim.slim(model)
-        mod = from_onnx(slim, keep_params_in_input=False)
+        mod = _from_onnx(onnxslim.slim(model))
         return Imported(mod, [f"onnx frontend refused the file ({first}); imported after onnxslim"])
+
+
+def _from_onnx(model: Any) -> Any:
+    """``relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)`` with
+    :func:`_onnx_importer` (the same opset detection; TVM's checker warnings skipped)."""
+    opset = next((o.version for o in model.opset_import if str(o.domain) in ("ai.onnx", "")), 1)
+    return _onnx_importer()(None, "float32", keep_params_in_input=False).from_onnx(
+        model.graph, opset
+    )
+
+
+def _onnx_importer() -> type:
+    """TVM's ONNXGraphImporter with a constant-mode Pad of constant widths as relax.nn.pad."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    class _Importer(frontend.ONNXGraphImporter):
+        def _convert_operator(self, op_name: str, inputs: list, attrs: dict, opset: int) -> Any:
+            mode = attrs.get("mode", b"constant")
+            if op_name == "Pad" and mode in (b"constant", "constant"):
+                try:
+                    if opset < 11:
+                        pads, value = list(attrs["pads"]), float(attrs.get("value", 0.0))
+                        before, after = pads[: len(pads) // 2], pads[len(pads) // 2 :]
+                    else:
+                        params = [self._nodes, self._params]
+                        before, after, value = frontend.Pad._parse_pads_and_axes(inputs, params)
+                except (ValueError, KeyError):  # dynamic pads: TVM's converter says so
+                    return super()._convert_operator(op_name, inputs, attrs, opset)
+                width = [int(w) for pair in zip(before, after, strict=True) for w in pair]
+                pad = relax.op.nn.pad(inputs[0], width, "constant", float(value))
+                return self.bb.normalize(pad)
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    return _Importer
 
 
 def _load_tflite(path: str, work_dir: Path) -> Imported:
@@ -204,12 +243,29 @@ def import_graph(framework: str, path: str, out_dir: str) -> dict[str, Any]:
 
 
 def run_tvm(
-    framework: str, path: str, inputs_npz: str, outputs_npz: str, layout: str = "auto"
+    framework: str,
+    path: str,
+    inputs_npz: str,
+    outputs_npz: str,
+    layout: str = "auto",
+    layers: list[str] | None = None,
+    images: list[int] | None = None,
+    activations_npz: str | None = None,
+    all_images: bool = True,
 ) -> dict[str, Any]:
-    """Compile the imported module for llvm and run it on ``x`` (NHWC) of ``inputs_npz``.
+    """Compile the imported module for llvm ONCE and run it on ``x`` (NHWC) of ``inputs_npz``.
 
     An independent runtime: TVM's own kernels, not the framework's. The batch is fed slice by
     slice when the module's batch dimension is fixed. Saves ``y`` (flattened per sample).
+
+    Activations: with ``layers`` (raw layer ids, as :func:`import_graph` names them) and
+    ``activations_npz``, the same compile also returns those intermediate tensors -- ``main``
+    is rebuilt to return ``(output, *tensors)`` -- and the npz gets, per layer id, its output
+    in *logical* layout (NCHW for 4-D) for the images ``images`` (indices into ``x``; all
+    when None), stacked on axis 0. ``all_images=False`` runs only those images (``y`` then
+    holds their outputs only). Layer ids the module does not have are listed in the value's
+    ``activations["missing"]``; a mapping that cannot be trusted (ids unlike import_graph's)
+    leaves the npz unwritten and says why in ``activations["error"]``.
     """
     import tvm
     from tvm import relax
@@ -217,7 +273,10 @@ def run_tvm(
     started = time.perf_counter()
     imported = load_module(framework, path, Path(outputs_npz).parent / "tvm-import")
     imported_at = time.perf_counter()
-    executable = tvm.compile(imported.mod, target="llvm")
+    mod, exposed, act_info = imported.mod, [], None
+    if layers and activations_npz:
+        mod, exposed, act_info = _expose(imported.mod, layers)
+    executable = tvm.compile(mod, target="llvm")
     vm = relax.VirtualMachine(executable, tvm.cpu())
     compiled_at = time.perf_counter()
     shape = _input_shape(imported.mod)
@@ -227,16 +286,29 @@ def run_tvm(
         x = data["x"].astype(np.float32)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    wanted = list(range(len(x))) if images is None else [int(i) for i in images]
+    run = list(range(len(x))) if all_images else wanted
+    keep = set(wanted)
     step = len(x) if shape and shape[0] < 0 else max(shape[0], 1) if shape else 1
-    chunks = []
-    for i in range(0, len(x), step):
-        result = vm["main"](tvm.runtime.tensor(x[i : i + step]))
+    chunks, acts = [], {lid: [] for lid, _, _ in exposed}
+    for i in range(0, len(run), step):
+        index = run[i : i + step]
+        result = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[index])))
+        if exposed:  # (model output, *intermediate tensors)
+            tensors, result = list(result)[1:], result[0]
+            rows = [k for k, j in enumerate(index) if j in keep]
+            for (lid, _, perm), value in zip(exposed, tensors, strict=True):
+                if rows:
+                    acts[lid].append(_logical_array(value, perm)[rows])
         if not hasattr(result, "numpy"):  # a tuple of outputs: the first is the prediction
             result = result[0]
-        chunks.append(result.numpy().reshape(len(x[i : i + step]), -1))
+        chunks.append(result.numpy().reshape(len(index), -1))
     finished = time.perf_counter()
     y = np.concatenate(chunks).astype(np.float32)
     np.savez(outputs_npz, y=y)
+    if exposed and activations_npz:
+        np.savez(activations_npz, **{lid: np.concatenate(v) for lid, v in acts.items() if v})
+        act_info = {**(act_info or {}), "npz": activations_npz, "images": wanted}
     return {
         "layout": layout,
         "input_shape": shape,
@@ -247,7 +319,44 @@ def run_tvm(
         "compile_seconds": compiled_at - imported_at,
         "run_seconds": finished - compiled_at,
         "tvm": tvm.__version__,
+        "activations": act_info,
     }
+
+
+def _expose(mod: Any, layers: list[str]) -> tuple[Any, list[tuple[str, Any, Any]], dict]:
+    """``mod`` whose ``main`` also returns the tensors of raw layers ``layers``.
+
+    ToNonDataflow turns DataflowVars into Vars (a dataflow var cannot leave its block); the
+    new body returns ``(output, *vars)``. Layer ids come from running the extractor on the
+    transformed module, checked equal to the original's: the ids the orchestrator asks for
+    are those :func:`import_graph` wrote. Returns the module, ``(id, var, perm)`` per exposed
+    layer, and ``{"layers", "missing"}`` (or ``{"error"}`` with the original module).
+    """
+    from tvm import relax
+
+    plain = relax.transform.ToNonDataflow()(mod)
+    original, extractor = _Extractor(mod), _Extractor(plain)
+    ids_before = [layer.id for layer in original.run({}).layers]
+    ids_after = [layer.id for layer in extractor.run({}).layers]
+    if ids_before != ids_after:
+        return mod, [], {"error": "layer ids changed under ToNonDataflow; no activations"}
+    exposed = [(lid, *extractor.tensors[lid]) for lid in layers if lid in extractor.tensors]
+    missing = [lid for lid in layers if lid not in extractor.tensors]
+    func = plain["main"]
+    fields = [func.body.body] + [var for _, var, _ in exposed]
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(func.body.blocks, relax.Tuple(fields)))
+    plain["main"] = relax.Function(func.params, body, None, func.is_pure, func.attrs)
+    return plain, exposed, {"layers": [lid for lid, _, _ in exposed], "missing": missing}
+
+
+def _logical_array(value: Any, perm: tuple[int, ...]) -> np.ndarray:
+    """A runtime tensor (or BatchNorm's tuple: its field 0) in logical axis order."""
+    if not hasattr(value, "numpy"):
+        value = value[0]
+    array = value.numpy()
+    if len(perm) == array.ndim and perm != _ident(array.ndim):
+        array = array.transpose(np.argsort(perm))
+    return np.asarray(array, dtype=np.float32)
 
 
 def _input_shape(mod: Any) -> list[int]:
@@ -313,6 +422,8 @@ class _Extractor:
         self.env: dict[Any, Any] = {}  # relax Var -> np.ndarray | _Value | tuple marker
         self.layers: list[Layer] = []
         self.ids: set[str] = set()
+        # layer id -> (the Relax var holding its output, that tensor's physical->logical perm)
+        self.tensors: dict[str, tuple[Any, tuple[int, ...]]] = {}
 
     def run(self, meta: dict[str, Any]) -> CanonicalGraph:
         from tvm import relax
@@ -326,6 +437,7 @@ class _Extractor:
                 Layer(_name(param), "input", shape=_logical(shape, perm), source="param")
             )
             self.env[param] = _Value(lid, shape, perm)
+            self.tensors[lid] = (param, perm)
             inputs.append(lid)
         for binding in bindings:
             if not isinstance(binding, relax.VarBinding):
@@ -343,6 +455,7 @@ class _Extractor:
         while layer.id in self.ids:
             n += 1
             layer.id = f"{base}_{n}"
+        layer.tensor = layer.id
         self.ids.add(layer.id)
         self.layers.append(layer)
         return layer.id
@@ -383,8 +496,8 @@ class _Extractor:
                 for i in range(4):
                     p[q[i]] = required[i]
                 return tuple(p)
-            elif name in _UNARY or name in _BINARY or name == "relax.clip":
-                current = binding.var
+            elif name in _UNARY or name in _BINARY or name in ("relax.clip", "relax.nn.pad"):
+                current = binding.var  # keeps the axes' meaning (TFLite ResNet101 pads first)
             else:
                 break
         return NCHW
@@ -408,6 +521,8 @@ class _Extractor:
                 source="layout mismatch",
             )
         )
+        if value.layer in self.tensors:  # the same data, read in the wanted axis order
+            self.tensors[lid] = (self.tensors[value.layer][0], wanted)
         return _Value(lid, value.shape, wanted)
 
     def _layer(
@@ -430,7 +545,9 @@ class _Extractor:
             {k: np.asarray(v, dtype=np.float32) for k, v in (params or {}).items()},
             source=f"{source} {_name(var)}".strip(),
         )
-        return _Value(self._add(layer), shape, perm)
+        lid = self._add(layer)
+        self.tensors[lid] = (var, perm)
+        return _Value(lid, shape, perm)
 
     # -- one binding ------------------------------------------------------------------------
 
@@ -495,6 +612,8 @@ class _Extractor:
             return self._concat(var, attrs, args, name)
         if name == "relax.nn.pad":
             return self._pad(var, attrs, args, name)
+        if name == "relax.image.resize2d" and isinstance(x, _Value):
+            return self._resize(var, attrs, x, name)
         if name == "relax.astype" and isinstance(x, _Value):
             attrs_out = {"tvm_op": "astype", "dtype": str(attrs.dtype)}
             return self._layer(var, "identity", [x], x.perm, attrs_out, None, name)
@@ -622,6 +741,7 @@ class _Extractor:
             source=f"{name} {_name(var)}",
         )
         value = _Value(self._add(layer), shape, x.perm)
+        self.tensors[value.layer] = (var, x.perm)  # a tuple var: its field 0 is the output
         return [value, params["mean"], params["var"]]
 
     def _matmul(self, var: Any, args: list[Any], name: str) -> _Value:
@@ -660,6 +780,34 @@ class _Extractor:
             attrs_out["pads"] = [logical[2][0], logical[3][0], logical[2][1], logical[3][1]]
             attrs_out["spatial_only"] = logical[0] == [0, 0] and logical[1] == [0, 0]
         return self._layer(var, "pad", [x], x.perm, attrs_out, None, name)
+
+    def _resize(self, var: Any, attrs: Any, x: _Value, name: str) -> _Value:
+        """``resize2d`` with the attributes that change its values, normalized so that equal
+        computations compare equal: ``method`` nearest/linear/cubic; ``coordinate_mode``
+        (pytorch_half_pixel is half_pixel for outputs larger than 1); ``rounding`` for nearest
+        only (TVM's empty default spelled out: round for align_corners, else floor);
+        ``cubic_alpha``/``cubic_exclude`` for cubic only; the output ``size`` [H, W] and the
+        ``scale`` out/in per axis (what ONNX scales or a TFLite size tensor said)."""
+        perm = _layout_perm(str(attrs.layout))
+        x = self._to_perm(x, perm, var)
+        size = _logical(_shape(var.ty), perm)[2:]
+        size_in = _logical(x.shape, perm)[2:]
+        method = {"nearest_neighbor": "nearest"}.get(str(attrs.method), str(attrs.method))
+        coord = str(attrs.coordinate_transformation_mode)
+        if coord == "pytorch_half_pixel" and all(d > 1 for d in size):
+            coord = "half_pixel"
+        attrs_out: dict[str, Any] = {"method": method, "coordinate_mode": coord}
+        if method == "nearest":
+            rounding = str(attrs.rounding_method)
+            attrs_out["rounding"] = rounding or ("round" if coord == "align_corners" else "floor")
+        if method == "cubic":
+            attrs_out["cubic_alpha"] = float(attrs.cubic_alpha)
+            attrs_out["cubic_exclude"] = int(attrs.cubic_exclude)
+        attrs_out["size"] = size
+        attrs_out["scale"] = [
+            round(o / i, 6) if o > 0 and i > 0 else -1.0 for o, i in zip(size, size_in, strict=True)
+        ]
+        return self._layer(var, "resize", [x], perm, attrs_out, None, name)
 
 
 # -- small conversions -------------------------------------------------------------------------

@@ -6,7 +6,14 @@ the other lacks is a real difference: ``missing_layer`` (the source has it), ``e
 (the target has it), or ``reordered`` when the same op stands in both graphs at different
 places. Activation swaps at one spot are the hyperparameter stage's (``near_pairs``).
 
-:func:`rank` orders the target's layers by how much the findings of all stages point at them.
+Activation evidence (when the models ran, ``ctx.evidence["activations"]``, see
+:mod:`convdiff.stages.activations`): on the images whose top-1 labels disagree, the first
+aligned layer whose outputs diverge beyond tolerance while its inputs agree is a
+``first_divergence`` finding -- the layer where the target starts computing something else.
+No divergence, no finding.
+
+:func:`rank` orders the target's layers by how much the findings of all stages point at them,
+plus each layer's activation growth (its divergence against its inputs').
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 from convdiff.ir.align import Unmatched
 from convdiff.stages import StageContext, near_pairs
+from convdiff.stages.activations import TOLERANCE, first_divergence, growth
 from convdiff.stages.findings import Finding, jsonable
 
 
@@ -65,7 +73,65 @@ def run(ctx: StageContext) -> list[Finding]:
                 f"remove the target's {u.op} {ctx.name_b(u.layer)}",
             )
         )
-    return findings
+    return findings + divergence_findings(ctx)
+
+
+def divergence_findings(ctx: StageContext) -> list[Finding]:
+    """The ``first_divergence`` finding of the activation evidence, if any layer diverges."""
+    act = ctx.evidence.get("activations") or {}
+    tolerance = act.get("tolerance", TOLERANCE)
+    row = first_divergence(act.get("rows") or [], tolerance)
+    if row is None:
+        return []
+    source, target = ctx.name_a(row["source"]), ctx.name_b(row["target"])
+    images = act.get("images", [])
+    before = row["input_divergence"]
+    if row["divergence"] is None:
+        how = f"its output shape differs (per image {row['shapes'][0]} vs {row['shapes'][1]})"
+    else:
+        how = f"relative divergence {row['divergence']:.3g}"
+    agree = before is None or before <= tolerance
+    inputs = "its inputs agree" if agree else f"its inputs diverge by {before:.3g}"
+    folded = ctx.b[row["target"]].folded if row["target"] in ctx.b else []
+    return [
+        Finding(
+            "graph",
+            "first_divergence",
+            source,
+            target,
+            f"the first aligned layer whose outputs differ on the {len(images)} disagreeing "
+            f"image(s): {row['op']} {source} -> {target} ({how}; {inputs})",
+            jsonable(
+                {
+                    "op": row["op"],
+                    "divergence": row["divergence"],
+                    "input_divergence": before,
+                    "tolerance": tolerance,
+                    "shapes": row["shapes"],
+                    "images": images,
+                    "source_tensor": ctx.a[row["source"]].tensor,
+                    "target_tensor": ctx.b[row["target"]].tensor,
+                }
+            ),
+            f"compare the target's {row['op']} {target}"
+            + (f" (with {', '.join(folded)} folded in)" if folded else "")
+            + f" with the source's {source}: its inputs still match, its outputs do not",
+        )
+    ]
+
+
+def activation_growth(ctx: StageContext) -> list[dict[str, Any]]:
+    """Target layers whose activation divergence grows over their inputs', named as the files
+    name them, with a score in (0, 1] (see :func:`convdiff.stages.activations.growth`)."""
+    act = ctx.evidence.get("activations") or {}
+    return [
+        {
+            "layer": ctx.name_b(r["target"]),
+            "source_layer": ctx.name_a(r["source"]),
+            "score": r["growth_score"],
+        }
+        for r in growth(act.get("rows") or [], act.get("tolerance", TOLERANCE))
+    ]
 
 
 def _same_layer(ctx: StageContext, ua: Unmatched, ub: Unmatched) -> bool:
@@ -78,8 +144,12 @@ def _inputs(ctx: StageContext, side: str, u: Unmatched) -> str:
     return ", ".join(str(name(i)) for i in graph[u.layer].inputs) or "the input"
 
 
-def rank(findings: list[Finding]) -> list[dict[str, Any]]:
-    """Target layers (else source layers) by the summed score of the findings naming them."""
+def rank(
+    findings: list[Finding], growth_rows: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Target layers (else source layers) by the summed score of the findings naming them
+    (1 + score each) plus their activation growth (:func:`activation_growth`, 0..1). Ties keep
+    the findings' order, then the source graph's: the ranking is deterministic."""
     scores: dict[str, dict[str, Any]] = {}
     for f in findings:
         if not f.is_fault or f.stage in ("inputs", "tools"):
@@ -92,4 +162,13 @@ def rank(findings: list[Finding]) -> list[dict[str, Any]]:
         )
         entry["score"] += 1.0 + min(f.score, 1.0)
         entry["kinds"].append(f"{f.stage}:{f.kind}")
+    for g in growth_rows or []:
+        entry = scores.setdefault(
+            g["layer"],
+            {"layer": g["layer"], "source_layer": g["source_layer"], "score": 0.0, "kinds": []},
+        )
+        entry["score"] += g["score"]
+        entry["kinds"].append("activations:growth")
+    for entry in scores.values():
+        entry["score"] = round(entry["score"], 6)
     return sorted(scores.values(), key=lambda e: -e["score"])

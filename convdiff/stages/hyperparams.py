@@ -2,7 +2,8 @@
 
 For each aligned pair, every attribute of the canonical layers is compared (strides, pads as
 ``[top, left, bottom, right]``, dilation, groups, pooling kernel, ``ceil_mode``,
-``count_include_pad``, clip bounds, softmax/concat/mean axes, flatten order, pad value/mode);
+``count_include_pad``, clip bounds, softmax/concat/mean axes, flatten order, pad value/mode;
+a resize's method, coordinate mode, rounding, size and scale, as one ``resize`` finding);
 a folded BatchNorm's epsilon is compared too (canonicalization records it in ``folded``).
 Attributes that only restate a weight's shape (a conv's ``kernel``, a dense layer's ``units``)
 are the weights stage's business. One activation standing where the other model has another
@@ -38,6 +39,8 @@ def run(ctx: StageContext) -> list[Finding]:
 
 
 def _attr_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
+    if la.op == "resize":
+        return _resize_findings(ctx, la, lb)
     skip = SKIP_ALL | SKIP.get(la.op, set())
     findings = []
     for key in [k for k in dict.fromkeys([*la.attrs, *lb.attrs]) if k not in skip]:
@@ -57,6 +60,36 @@ def _attr_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
             )
         )
     return findings
+
+
+def _resize_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
+    """One ``resize`` finding listing every differing attribute: method, coordinate mode and
+    rounding decide the sampled positions together, so one wrong setting is one fault."""
+    keys = [k for k in dict.fromkeys([*la.attrs, *lb.attrs]) if k not in SKIP_ALL]
+    diffs = {k: (la.attrs.get(k), lb.attrs.get(k)) for k in keys}
+    diffs = {k: v for k, v in diffs.items() if not _same(*v)}
+    if not diffs:
+        return []
+    said = "; ".join(f"{k} source {va}, target {vb}" for k, (va, vb) in diffs.items())
+    setting = ", ".join(f"{k}={va}" for k, (va, _) in diffs.items())
+    return [
+        Finding(
+            "hyperparams",
+            "resize",
+            ctx.name_a(la.id),
+            ctx.name_b(lb.id),
+            f"resize differs ({said})",
+            jsonable(
+                {
+                    "op": "resize",
+                    "attrs": list(diffs),
+                    "source": {k: va for k, (va, _) in diffs.items()},
+                    "target": {k: vb for k, (_, vb) in diffs.items()},
+                }
+            ),
+            f"set the target resize's {setting} as the source's",
+        )
+    ]
 
 
 def _same(va: Any, vb: Any) -> bool:
