@@ -11,7 +11,8 @@ float32 values, which TVM imports like any float model: the canonical graph then
 exactly the weights the quantized model computes with, and the int8 values stay as evidence
 (:meth:`QuantReport.save`). The writer uses the flatbuffer object API of
 ``ai_edge_litert.schema_py_generated`` (the ``tflite`` package has no writer); importing it
-loads no interpreter and no TensorFlow.
+loads no interpreter and no TensorFlow. The object-API helpers below (:func:`unpack`, :func:`pack`,
+:func:`set_float32`, ...) are shared with the repair appliers (:mod:`convdiff.repair`).
 """
 
 from __future__ import annotations
@@ -144,31 +145,72 @@ def read(path: str | Path) -> QuantReport:
 def float_twin(path: str | Path, out_path: str | Path) -> Path:
     """Write ``path`` with every quantized weight that a float op consumes directly (dynamic
     range) replaced by its dequantized float32 values and its quantization removed."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
     report = read(path)
-    model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
-    graph = model.subgraphs[0]
-    dequantize_ops = {
-        i
-        for i, code in enumerate(model.operatorCodes)
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE
-    }
-    fed_to_dequantize = {
-        int(t) for op in graph.operators if op.opcodeIndex in dequantize_ops for t in op.inputs
-    }
+    model = unpack(path)
+    fed_to_dequantize = {int(t) for op in ops_of(model, "DEQUANTIZE") for t in op.inputs}
     for qt in report.quantized:
         if qt.index in fed_to_dequantize:  # already dequantized by an explicit op
             continue
-        tensor = graph.tensors[qt.index]
-        model.buffers[tensor.buffer].data = np.frombuffer(
-            qt.dequantized().tobytes(), dtype=np.uint8
-        )
-        tensor.type = schema.TensorType.FLOAT32
-        tensor.quantization = None
+        set_float32(model, qt.index, qt.dequantized())
+    out = Path(out_path)
+    out.write_bytes(pack(model))
+    return out
+
+
+# -- flatbuffer object-API helpers, shared with convdiff.repair.tflite_apply -------------------
+
+
+def unpack(path: str | Path) -> Any:
+    """The whole model as mutable ``ai_edge_litert.schema_py_generated.ModelT`` objects."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+
+
+def pack(model: Any) -> bytes:
+    """Serialize a ``ModelT`` as a .tflite file (identifier ``TFL3``); deterministic."""
+    import flatbuffers
+
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    out = Path(out_path)
-    out.write_bytes(bytes(builder.Output()))
-    return out
+    return bytes(builder.Output())
+
+
+def op_kind(model: Any, op: Any) -> str:
+    """The builtin operator name of ``op`` (``CONV_2D``, ``DEQUANTIZE``, ...)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = model.operatorCodes[op.opcodeIndex]
+    number = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(number, "?")
+
+
+def ops_of(model: Any, kind: str, subgraph: int = 0) -> list[Any]:
+    """The operators of one builtin kind, in file order."""
+    return [op for op in model.subgraphs[subgraph].operators if op_kind(model, op) == kind]
+
+
+def set_float32(model: Any, index: int, values: np.ndarray, subgraph: int = 0) -> None:
+    """Store ``values`` as tensor ``index``'s float32 constant data: type FLOAT32, shape of
+    ``values``, no quantization. A buffer that other tensors also use is not edited in place:
+    the tensor gets a new buffer (else the other tensors would change too)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = model.subgraphs[subgraph]
+    tensor = graph.tensors[index]
+    users = sum(
+        t.buffer == tensor.buffer for g in model.subgraphs for t in g.tensors if t is not tensor
+    )
+    if tensor.buffer == 0 or users:
+        model.buffers.append(schema.BufferT())
+        tensor.buffer = len(model.buffers) - 1
+    data = np.ascontiguousarray(values, dtype=np.float32)
+    buffer = model.buffers[tensor.buffer]
+    buffer.data = np.frombuffer(data.tobytes(), dtype=np.uint8)
+    buffer.offset = buffer.size = 0
+    tensor.type = schema.TensorType.FLOAT32
+    tensor.quantization = None
+    if list(tensor.shape if tensor.shape is not None else []) != list(data.shape):
+        tensor.shape = np.asarray(data.shape, dtype=np.int32)
+        tensor.shapeSignature = None

@@ -1,0 +1,19 @@
+"""Repair: a patch of edits to the converted model (:mod:`convdiff.repair.patch`) and the
+appliers that write a new model file in the target's own format (:mod:`convdiff.repair.apply`,
+ONNX and TFLite). Pure file editing: no framework is imported here."""
+
+from convdiff.repair.apply import ApplyResult, Skipped, apply_edits, apply_patch, read_tensor
+from convdiff.repair.patch import Edit, Patch, diff_view, sha256_of, tensor_summary
+
+__all__ = [
+    "ApplyResult",
+    "Edit",
+    "Patch",
+    "Skipped",
+    "apply_edits",
+    "apply_patch",
+    "diff_view",
+    "read_tensor",
+    "sha256_of",
+    "tensor_summary",
+]
