@@ -140,6 +140,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     is_flag=True,
     help="Then localize the last artifact against the source (all stages, in run/localize).",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Then repair the last artifact (localize, patch, verify; in run/repair).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object) -> None:
@@ -176,6 +181,7 @@ def run(ctx: click.Context, model: str, via: str, quiet: bool, **options: object
         timeout=options["timeout"],
         batch_size=options["batch_size"],
         localize=bool(options["localize"]),
+        repair=bool(options["repair"]),
     )
     report = run_conversion(config, Progress(enabled=not quiet))
     click.echo(summary(report))
@@ -292,51 +298,52 @@ def table(ctx: click.Context, models: str, frameworks: str, quiet: bool, **optio
     ctx.exit(report.exit_code)
 
 
-@cli.command()
-@click.argument("source_model", type=click.Path(path_type=Path))
-@click.argument("target_model", type=click.Path(path_type=Path))
-@click.option("--src", type=_frameworks_choice(), help="Framework of SOURCE_MODEL (detected).")
-@click.option("--dst", type=_frameworks_choice(), help="Framework of TARGET_MODEL (detected).")
-@click.option(
-    "--stages",
-    default="weights,hyperparams,graph",
-    show_default=True,
-    help="Comma-separated stages to run.",
-)
-@click.option(
-    "--data", type=click.Path(path_type=Path), help="inputs/tools: image folder (default: samples)."
-)
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data.")
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
-@_preprocessing_options
-@click.option(
-    "--target-preprocess",
-    type=click.Choice(["imagenet", "inception", "caffe"]),
-    help="inputs: the preset the target's framework customarily uses (default: the source's).",
-)
-@click.option(
-    "--run-report",
-    type=click.Path(path_type=Path),
-    help="tools: a `convdiff run` report.json; names the hop that first lost agreement.",
-)
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--timeout", default=1800.0, show_default=True, help="Seconds per worker task.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
-@click.pass_context
-def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) -> None:
-    """Find which layers of TARGET_MODEL depart from SOURCE_MODEL, and why (exit 0 none, 1 found,
-    3 a stage crashed)."""
-    from convdiff.localize import LocalizeConfig, summary
-    from convdiff.localize import localize as run_localize
-    from convdiff.progress import Progress
+def _model_pair_options(command: Callable) -> Callable:
+    """SOURCE_MODEL TARGET_MODEL and what running them on images needs: shared by
+    ``localize`` and ``repair``."""
+    options = [
+        click.argument("source_model", type=click.Path(path_type=Path)),
+        click.argument("target_model", type=click.Path(path_type=Path)),
+        click.option("--src", type=_frameworks_choice(), help="Framework of SOURCE_MODEL."),
+        click.option("--dst", type=_frameworks_choice(), help="Framework of TARGET_MODEL."),
+        click.option(
+            "--data", type=click.Path(path_type=Path), help="Image folder (default: samples)."
+        ),
+        click.option("--labels", type=click.Path(path_type=Path), help="Labels file for --data."),
+        click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images."),
+        _preprocessing_options,
+        click.option(
+            "--target-preprocess",
+            type=click.Choice(["imagenet", "inception", "caffe"]),
+            help="inputs: the preset the target's framework customarily uses (default: the "
+            "source's).",
+        ),
+        click.option(
+            "--run-report",
+            type=click.Path(path_type=Path),
+            help="tools: a `convdiff run` report.json; names the hop that first lost agreement.",
+        ),
+        click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
+        click.option("--out", type=click.Path(path_type=Path), help="Output folder."),
+        click.option(
+            "--timeout", default=1800.0, show_default=True, help="Seconds per worker task."
+        ),
+        click.option("--quiet", is_flag=True, help="No progress lines."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    config = LocalizeConfig(
+
+def _localize_config(options: dict, stages: tuple[str, ...]):  # -> LocalizeConfig
+    from convdiff.localize import LocalizeConfig
+
+    return LocalizeConfig(
         source=str(options["source_model"]),
         target=str(options["target_model"]),
         src=options["src"],
         dst=options["dst"],
-        stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+        stages=stages,
         out=options["out"],
         timeout=options["timeout"],
         data=options["data"],
@@ -352,9 +359,87 @@ def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) ->
         run_report=options["run_report"],
         batch_size=options["batch_size"],
     )
+
+
+@cli.command()
+@_model_pair_options
+@click.option(
+    "--stages",
+    default="inputs,tools,weights,hyperparams,graph",
+    show_default=True,
+    help="Comma-separated stages to run (inputs and tools run the models on images, which "
+    "also gives the graph stage its activation evidence; weights,hyperparams,graph alone read "
+    "the graphs only).",
+)
+@click.pass_context
+def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) -> None:
+    """Find which layers of TARGET_MODEL depart from SOURCE_MODEL, and why (exit 0 none, 1 found,
+    3 a stage crashed)."""
+    from convdiff.localize import localize as run_localize
+    from convdiff.localize import summary
+    from convdiff.progress import Progress
+
+    config = _localize_config(options, tuple(s.strip() for s in stages.split(",") if s.strip()))
     report = run_localize(config, Progress(enabled=not quiet))
     click.echo(summary(report))
     ctx.exit(report.exit_code)
+
+
+@cli.command()
+@_model_pair_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The repaired model file (same format as TARGET_MODEL; never TARGET_MODEL itself).",
+)
+@click.pass_context
+def repair(ctx: click.Context, output: Path, quiet: bool, **options: object) -> None:
+    """Localize TARGET_MODEL's faults against SOURCE_MODEL, patch them, verify, write OUTPUT
+    (exit 0 the output agrees with the source, 1 a discrepancy remains)."""
+    from convdiff.progress import Progress
+    from convdiff.repair.command import RepairConfig, summary
+    from convdiff.repair.command import repair as run_repair
+    from convdiff.stages.findings import STAGES
+
+    config = RepairConfig(_localize_config(options, STAGES), output, options["out"])
+    report = run_repair(config, Progress(enabled=not quiet))
+    click.echo(summary(report))
+    ctx.exit(report.exit_code)
+
+
+@cli.group()
+def patch() -> None:
+    """Read and apply repair patches (patch.json + patch.npz, written by `convdiff repair`)."""
+
+
+@patch.command("apply")
+@click.argument("patch_file", metavar="PATCH.json", type=click.Path(path_type=Path))
+@click.argument("target_model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+def patch_apply(patch_file: Path, target_model: Path, output: Path) -> None:
+    """Apply PATCH.json to TARGET_MODEL (the very file it was planned for), writing OUTPUT."""
+    from convdiff.repair.apply import apply_patch
+
+    result = apply_patch(patch_file, target_model, output)
+    click.echo(f"applied {len(result.applied)} edit(s) to {target_model.name}: {result.out}")
+    for skipped in result.skipped:
+        click.echo(f"  not applied: {skipped.edit.layer}.{skipped.edit.field}: {skipped.reason}")
+
+
+@patch.command("show")
+@click.argument("patch_file", metavar="PATCH.json", type=click.Path(path_type=Path))
+def patch_show(patch_file: Path) -> None:
+    """Print PATCH.json as a readable diff, one line per edit."""
+    from convdiff.repair.patch import Patch, diff_view
+
+    loaded, tensors = Patch.load(patch_file)
+    click.echo(f"patch for {loaded.target['name']} ({loaded.target['format']}), planned "
+               f"against {loaded.source['name']}: {len(loaded.edits)} edit(s)")  # fmt: skip
+    click.echo(diff_view(loaded, tensors))
+    for note in loaded.notes:
+        click.echo(f"note: {note}")
 
 
 def _guarded(invoke, debug: bool) -> int:

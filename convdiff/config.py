@@ -59,3 +59,4 @@ class RunConfig:
     # framework's customary preprocessing (convdiff.run.target_spec), saved as x-target.npz
     target_preprocess: str = "source"
     localize: bool = False  # localize the last artifact after the run (convdiff.followup)
+    repair: bool = False  # repair the last artifact after the run (localizes it too)

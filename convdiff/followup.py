@@ -38,32 +38,13 @@ def localize_run(
 ) -> Localization:
     """Localize ``report``'s source artifact against its last artifact into
     ``<run folder>/localize``; the summary goes into ``report.localization``."""
-    from convdiff.localize import LocalizeConfig, localize
+    from convdiff.localize import localize
     from convdiff.top_finding import best_finding_line
 
     out = Path(report.out_dir) / "localize"
-    target = report.chain[-1].artifact if report.chain else None
-    if report.source is None or target is None:
-        why = "the run made no target model to localize"
-        if report.crashes:
-            crash = report.crashes[-1]
-            why = f"the run crashed in {crash.tool} ({crash.stage}): the crash is the finding"
-        return _record(report, Localization(str(out), "skipped", error=why))
-    localize_config = LocalizeConfig(
-        source=report.source.path,
-        target=target.path,
-        src=report.source.framework,
-        dst=target.framework,
-        stages=STAGES,
-        out=out,
-        timeout=config.timeout,
-        data=config.data,
-        labels=config.labels,
-        limit=config.limit,
-        source_spec=source_spec(report.preprocessing),
-        run_report=Path(report.out_dir) / "report.json",
-        batch_size=config.batch_size,
-    )
+    localize_config = _localize_config(report, config, out)
+    if isinstance(localize_config, str):
+        return _record(report, Localization(str(out), "skipped", error=localize_config))
     steps = Progress(stream=progress.stream, enabled=progress.enabled)  # not "[6/5]"
     try:
         result = localize(localize_config, steps, pool)
@@ -79,6 +60,70 @@ def localize_run(
         "; ".join(f"stage {c['stage']} crashed: {c['message']}" for c in result.crashes),
     )
     return _record(report, summary)
+
+
+def repair_run(
+    report: RunReport, config: RunConfig, pool: WorkerPool, progress: Progress
+) -> dict[str, Any]:
+    """Repair ``report``'s last artifact in ``<run folder>/repair`` (its localization in
+    ``repair/localize``); summaries go into ``report.localization`` and ``report.repair``."""
+    from convdiff.repair.command import RepairConfig, repair
+
+    out = Path(report.out_dir) / "repair"
+    localize_config = _localize_config(report, config, out / "localize")
+    if isinstance(localize_config, str):
+        _record(report, Localization(str(out / "localize"), "skipped", error=localize_config))
+        report.repair = {"status": "skipped", "error": localize_config}
+        return report.repair
+    target = Path(localize_config.target)
+    output = out / f"{target.stem}-repaired{target.suffix}"
+    steps = Progress(stream=progress.stream, enabled=progress.enabled)
+    try:
+        result = repair(RepairConfig(localize_config, output, out), steps, pool)
+    except ConvdiffError as exc:
+        report.repair = {"status": "failed", "error": str(exc)}
+        report.write(Path(report.out_dir) / "report.json")
+        return report.repair
+    found = "findings" if result.findings else "no_finding"
+    _record(report, Localization(str(out / "localize"), found, result.findings, result.top))
+    report.repair = {
+        "status": result.status,
+        "output": result.output if result.status in ("repaired", "improved") else "",
+        "patch": result.patch,
+        "before": result.verify.get("before", {}),
+        "after": result.verify.get("after", {}),
+        "passes": result.passes,
+        "error": "",
+    }
+    report.write(Path(report.out_dir) / "report.json")
+    return report.repair
+
+
+def _localize_config(report: RunReport, config: RunConfig, out: Path) -> Any:
+    """The localization of the run's last artifact, or why there is none (a str)."""
+    from convdiff.localize import LocalizeConfig
+
+    target = report.chain[-1].artifact if report.chain else None
+    if report.source is None or target is None:
+        if report.crashes:
+            crash = report.crashes[-1]
+            return f"the run crashed in {crash.tool} ({crash.stage}): the crash is the finding"
+        return "the run made no target model to localize"
+    return LocalizeConfig(
+        source=report.source.path,
+        target=target.path,
+        src=report.source.framework,
+        dst=target.framework,
+        stages=STAGES,
+        out=out,
+        timeout=config.timeout,
+        data=config.data,
+        labels=config.labels,
+        limit=config.limit,
+        source_spec=source_spec(report.preprocessing),
+        run_report=Path(report.out_dir) / "report.json",
+        batch_size=config.batch_size,
+    )
 
 
 def source_spec(preprocessing: dict[str, Any]) -> PreprocessSpec | None:
@@ -99,6 +144,25 @@ def _record(report: RunReport, summary: Localization) -> Localization:
     return summary
 
 
+def repair_lines(repair: dict[str, Any]) -> list[str]:
+    """The run summary's lines about its repair."""
+    if not repair:
+        return []
+    if repair.get("status") in ("skipped", "failed"):
+        return [f"repair {repair['status']}: {repair.get('error', '')}"]
+    before, after = repair.get("before", {}), repair.get("after", {})
+    lines = [
+        f"repair: {repair['status']}: top-1 discrepancy {before.get('top1_discrepancy')}% -> "
+        f"{after.get('top1_discrepancy')}%, max |diff| {before.get('max_abs_diff', 0):.3g} -> "
+        f"{after.get('max_abs_diff', 0):.3g} ({repair.get('passes', {}).get('native', 0)} "
+        "inference passes)"
+    ]
+    if repair.get("output"):
+        lines.append(f"  repaired model: {repair['output']}")
+    lines.append(f"  patch: {repair.get('patch', '')}")
+    return lines
+
+
 def summary_lines(localization: dict[str, Any]) -> list[str]:
     """The run summary's lines about its localization."""
     if not localization:
@@ -117,4 +181,11 @@ def summary_lines(localization: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["Localization", "localize_run", "source_spec", "summary_lines"]
+__all__ = [
+    "Localization",
+    "localize_run",
+    "repair_lines",
+    "repair_run",
+    "source_spec",
+    "summary_lines",
+]

@@ -65,14 +65,16 @@ def kendall_tau_union(src_row: np.ndarray, dst_row: np.ndarray, k: int = 5) -> f
 
 
 def align_classes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Make 1001-class outputs (background first, TF-slim style) comparable to 1000-class ones."""
+    """Make outputs with one extra leading class (a background class, TF-slim style: 1001 vs
+    1000) comparable to the others by dropping it."""
     if src.shape[1] == dst.shape[1]:
         return src, dst, ""
-    if {src.shape[1], dst.shape[1]} == {1000, 1001}:
-        side = "source" if src.shape[1] == 1001 else "target"
-        src = src[:, 1:] if src.shape[1] == 1001 else src
-        dst = dst[:, 1:] if dst.shape[1] == 1001 else dst
-        return src, dst, f"{side} has 1001 classes; its background class 0 was dropped"
+    if abs(src.shape[1] - dst.shape[1]) == 1:
+        more = max(src.shape[1], dst.shape[1])
+        side = "source" if src.shape[1] == more else "target"
+        src = src[:, 1:] if src.shape[1] == more else src
+        dst = dst[:, 1:] if dst.shape[1] == more else dst
+        return src, dst, f"{side} has {more} classes; its background class 0 was dropped"
     raise ValueError(f"outputs have {src.shape[1]} and {dst.shape[1]} classes: not the same task")
 
 

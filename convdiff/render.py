@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convdiff.followup import summary_lines
+from convdiff.followup import repair_lines, summary_lines
 from convdiff.report import Hop, RunReport, write_atomic
 
 _VERDICT = {
@@ -100,6 +100,7 @@ def summary(report: RunReport) -> str:
             lines.append(f"  tool output: {crash.log}")
     lines += [f"note: {note}" for note in report.notes]
     lines += summary_lines(report.localization)
+    lines += repair_lines(report.repair)
     lines.append(f"report: {Path(report.out_dir) / 'report.json'}")
     return "\n".join(lines)
 
@@ -177,6 +178,10 @@ def markdown(report: RunReport) -> str:
     if report.localization:
         parts += ["## Localization", ""]
         parts += [f"- {line.strip()}" for line in summary_lines(report.localization)]
+        parts.append("")
+    if report.repair:
+        parts += ["## Repair", ""]
+        parts += [f"- {line.strip()}" for line in repair_lines(report.repair)]
         parts.append("")
     parts += [f"- note: {n}" for n in report.notes]
     return "\n".join(parts) + "\n"

@@ -105,6 +105,8 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     # --localize: what the localization found (convdiff.followup.Localization)
     localization: dict[str, Any] = field(default_factory=dict)
+    # --repair: the verified repair of the last artifact (convdiff.followup.repair_run)
+    repair: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.status == "ok"

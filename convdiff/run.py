@@ -22,7 +22,7 @@ from convdiff.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.config import TARGET_PREPROCESS, RunConfig
 from convdiff.converters import find_chain
 from convdiff.errors import ConvdiffError, InputShapeError, OutputDirError
-from convdiff.followup import localize_run
+from convdiff.followup import localize_run, repair_run
 from convdiff.frameworks import framework, layout_of
 from convdiff.metrics import PairMetrics, compare
 from convdiff.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
@@ -80,8 +80,11 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
                 report.timings["startup"] = Phase(imports, imports, 0.0)
             _finish(report, out)
             shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
-        if config.localize:
+        if config.repair:
+            repair_run(report, config, pool, progress)
+        elif config.localize:
             localize_run(report, config, pool, progress)
+        if config.repair or config.localize:
             write_markdown(report, out / "report.md")
     return report
 

@@ -18,16 +18,17 @@ from convdiff.stages.findings import Finding
 
 NO_FINDING = "localize: no finding"
 FAILED = "localize failed: "
+PRIORITY = ("inputs", "weights", "hyperparams", "graph", "tools")
 
 
 def top_finding(report: RunReport, out: Path, progress: Progress | None = None) -> str:
     """Localize ``report``'s source artifact against its last artifact; one line, never raises.
 
-    ``weights precision at conv -> conv: ...`` (the finding with the highest score, the first
-    in stage order on a tie), ``localize: no finding`` or ``localize failed: <reason>``.
+    ``weights precision at conv -> conv: ...`` (:func:`best_finding_line`), ``localize: no
+    finding`` or ``localize failed: <reason>``.
     """
     try:
-        from convdiff.localize import LocalizeConfig, localize
+        from convdiff.localize import GRAPH_STAGES, LocalizeConfig, localize
 
         hop = report.chain[-1] if report.chain else None
         if report.source is None or hop is None or hop.artifact is None:
@@ -37,6 +38,7 @@ def top_finding(report: RunReport, out: Path, progress: Progress | None = None) 
             target=hop.artifact.path,
             src=report.source.framework,
             dst=hop.artifact.framework,
+            stages=GRAPH_STAGES,  # the graphs alone: no images to run here
             out=out,
         )
         steps = Progress(enabled=False)  # its own steps: not numbered as the run's "[6/5]"
@@ -52,11 +54,17 @@ def top_finding(report: RunReport, out: Path, progress: Progress | None = None) 
 
 
 def best_finding_line(faults: list[Finding]) -> str:
-    """The finding with the highest score (the first in stage order on a tie) as one line,
-    ``weights precision at conv -> conv: ...``; empty when there is none."""
+    """The finding that explains most, as one line (``weights precision at conv -> conv: ...``;
+    empty when there is none): the highest score among the findings of the first stage in
+    :data:`PRIORITY` that has any (the first in stage order on a tie). Tools and activation
+    findings say which tool or where outputs part; the inputs, weights and hyperparameter
+    findings say what to change, so they speak first."""
     if not faults:
         return ""
-    best = max(faults, key=lambda f: f.score)  # max keeps the first of equal scores
+    rank = {stage: i for i, stage in enumerate(PRIORITY)}
+    first = min(rank.get(f.stage, len(rank)) for f in faults)
+    candidates = [f for f in faults if rank.get(f.stage, len(rank)) == first]
+    best = max(candidates, key=lambda f: f.score)  # max keeps the first of equal scores
     where = ""
     if best.source_layer or best.target_layer:
         where = f" at {best.source_layer or '-'} -> {best.target_layer or '-'}"

@@ -107,3 +107,35 @@ def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
     as_written = json.loads(json.dumps({**spec.to_dict(), "description": spec.describe()}))
     assert source_spec(as_written) == spec
     assert source_spec({}) is None
+
+
+def test_run_repair_brings_a_dynamic_range_tflite_back_to_float_level(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    built = pool.call(
+        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
+    )
+    assert built, built.message
+    config = RunConfig(
+        model=built.value["keras"],
+        dst="tflite",
+        convert=ConvertOptions(tflite_opt="dynamic-range"),
+        preprocess="inception",
+        out=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        repair=True,
+    )
+    report = run(config, Progress(enabled=False))
+    repaired = report.repair
+    assert repaired["status"] == "repaired"
+    assert repaired["before"]["max_abs_diff"] > 1e-4  # the int8 weights' doing
+    assert repaired["after"]["top1_discrepancy"] == 0.0
+    assert repaired["after"]["max_abs_diff"] < 1e-5  # a float conversion's level
+    assert repaired["passes"] == {"native": 3, "tvm": 2}
+    output = Path(repaired["output"])
+    assert output == tmp_path / "run" / "repair" / "model-repaired.tflite" and output.exists()
+    patch = json.loads(Path(repaired["patch"]).read_text())
+    assert [(e["action"], e["field"]) for e in patch["edits"]] == [("set_tensor", "weight")]
+    assert "tiny_cnn_1/conv_1/convolution" in patch["edits"][0]["layer"]  # the op output
+    assert report.localization["findings"]["weights"] == 1
+    assert report.localization["out_dir"] == str(tmp_path / "run" / "repair" / "localize")

@@ -1,0 +1,261 @@
+"""The planner: turn localization findings into the edits of a repair patch.
+
+Each fault the stages found becomes edits in the target file's own terms (:mod:`.patch`):
+
+- weights: ``set_tensor`` with the source's parameter, brought back from the canonical layout
+  (conv OIHW, dense ``[out, in]``, BatchNorm folded) into the file's own. The file's layout is
+  not guessed from its format: the planner reads the tensor as stored (:func:`read_tensor`) and
+  finds the axis permutation -- and, where the file keeps a BatchNorm apart, the per-channel
+  scale and shift -- that map it onto the target's canonical tensor; the inverse of that map
+  carries the source's canonical tensor into the file.
+- hyperparams: ``set_attr`` with the source's value (pads, strides, epsilon, clip bounds, ...).
+- graph: an extra single-input layer is removed; a missing or moved layer is not something a
+  patch can add yet: it stays a note.
+- inputs: ``preprocessing`` edits, for the user's input pipeline (reported, never applied).
+- tools (a runtime's own fault) and activation evidence name no edit of the file.
+
+Pure numpy and file reading (onnx, the TFLite schema): runs in the orchestrator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convdiff.repair.apply import read_tensor
+from convdiff.repair.patch import Edit, Patch
+from convdiff.stages import StageContext
+from convdiff.stages.findings import Finding
+
+FIT_TOL = 1e-4  # relative residual under which a file tensor "is" the canonical one
+ATTRS = {  # hyperparameter finding attr -> patch field
+    "pads": "pads",
+    "strides": "strides",
+    "dilation": "dilation",
+    "groups": "groups",
+    "kernel": "kernel",
+    "ceil_mode": "ceil_mode",
+    "count_include_pad": "count_include_pad",
+    "epsilon": "epsilon",
+}
+PREPROCESSING_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "layout")
+
+
+@dataclass(frozen=True)
+class FileMap:
+    """How a file weight maps onto the canonical one: ``canonical = file.transpose(perm) *
+    scale`` (``scale`` per output channel, canonical axis 0: a BatchNorm the file keeps apart)."""
+
+    perm: tuple[int, ...]
+    scale: np.ndarray
+
+    def to_file(self, canonical: np.ndarray) -> np.ndarray:
+        """The file tensor whose canonical image is ``canonical`` (the inverse map)."""
+        value = canonical.astype(np.float64)
+        shape = (-1,) + (1,) * (value.ndim - 1)
+        value = value / self.scale.reshape(shape) if len(self.scale) == len(value) else value
+        return np.ascontiguousarray(value.transpose(np.argsort(self.perm))).astype(np.float32)
+
+
+def plan(ctx: StageContext, findings: list[Finding], source: Path, target: Path, fmt: str) -> Patch:
+    """A patch of ``target`` (format ``fmt``) that undoes ``findings``; see the module doc."""
+    planner = _Planner(ctx, target, fmt)
+    for finding in findings:
+        if finding.is_fault:
+            planner.add(finding)
+    return Patch.for_files(target, fmt, source, planner.edits, planner.tensors, planner.notes)
+
+
+class _Planner:
+    def __init__(self, ctx: StageContext, target: Path, fmt: str) -> None:
+        self.ctx, self.target, self.fmt = ctx, target, fmt
+        self.edits: list[Edit] = []
+        self.tensors: dict[str, np.ndarray] = {}
+        self.notes: list[str] = []
+        self.by_name = {name: lid for lid, name in ctx.names_b.items()}
+        self.source_of = {p.b: p.a for p in ctx.alignment.pairs}
+        self.maps: dict[str, FileMap] = {}  # target layer id -> its weight's file map
+        self.done: set[tuple[str, str]] = set()
+
+    def add(self, finding: Finding) -> None:
+        handler = getattr(self, f"_{finding.stage}", None)
+        if handler is not None:  # tools: a runtime's or converter's doing, no file edit
+            handler(finding)
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _weights(self, f: Finding) -> None:
+        param = str(f.evidence.get("param", "weight"))
+        layer_id = self._layer_id(f.target_layer)
+        if layer_id is None or (layer_id, param) in self.done:
+            return
+        self.done.add((layer_id, param))
+        source_id = self.source_of.get(layer_id)
+        if source_id is None:
+            self._cannot(f, "its layer has no aligned source layer")
+            return
+        if param == "bias":  # the bias map needs the weight's scale: plan the weight first
+            self._weight_map(layer_id, f.target_layer or layer_id)
+        edit = self._tensor_edit(f, layer_id, source_id, param)
+        if edit is not None:
+            self.edits.append(edit)
+
+    def _hyperparams(self, f: Finding) -> None:
+        layer = f.target_layer
+        if layer is None:
+            return
+        if f.kind == "clip_bounds":
+            src, dst = (
+                f.evidence.get("source", [None, None]),
+                f.evidence.get("target", [None, None]),
+            )
+            for field, new, old in (("clip_min", src[0], dst[0]), ("clip_max", src[1], dst[1])):
+                if new != old:
+                    self._attr(f, layer, field, new, old)
+            return
+        if f.kind == "activation":
+            self._attr(
+                f, layer, "activation", f.evidence.get("source_op"), f.evidence.get("target_op")
+            )
+            return
+        field = ATTRS.get(str(f.evidence.get("attr")))
+        if field is None:
+            self._cannot(f, f"no patch field sets {f.evidence.get('attr')!r}")
+            return
+        self._attr(f, layer, field, f.evidence.get("source"), f.evidence.get("target"))
+
+    def _graph(self, f: Finding) -> None:
+        if f.kind == "extra_layer" and f.target_layer is not None:
+            self.edits.append(
+                Edit(
+                    "remove_node",
+                    f.target_layer,
+                    "",
+                    None,
+                    f.evidence.get("op"),
+                    "graph",
+                    f.kind,
+                    f.summary,
+                )
+            )
+            return
+        if f.kind in ("missing_layer", "reordered"):
+            self._cannot(f, "inserting or moving a layer is not written into patches yet")
+
+    def _inputs(self, f: Finding) -> None:
+        source = f.evidence.get("source_spec") or {}
+        target = f.evidence.get("target_spec") or {}
+        for key in PREPROCESSING_FIELDS:
+            if key in source and source.get(key) != target.get(key):
+                self.edits.append(
+                    Edit(
+                        "preprocessing", "input", key, source[key], target.get(key),
+                        "inputs", f.kind, f.suggestion or f.summary,
+                    )
+                )  # fmt: skip
+
+    # -- tensors -------------------------------------------------------------------------------
+
+    def _tensor_edit(self, f: Finding, layer_id: str, source_id: str, param: str) -> Edit | None:
+        name = f.target_layer or layer_id
+        wanted = self.ctx.a[source_id].params.get(param)
+        current = self.ctx.b[layer_id].params.get(param)
+        stored = read_tensor(self.fmt, self.target, name, param)
+        if wanted is None:  # the source has none: the target's must contribute nothing
+            wanted = np.zeros_like(current) if current is not None else None
+        if wanted is None:
+            self._cannot(f, f"neither model has a {param}")
+            return None
+        if param == "weight":
+            mapping = self._weight_map(layer_id, name)
+            if mapping is None:
+                self._cannot(f, "the file's weight does not map onto the canonical one")
+                return None
+            value = mapping.to_file(wanted)
+        else:
+            value = self._bias_to_file(layer_id, wanted, current, stored)
+        key = f"{name}/{param}"
+        self.tensors[key] = value
+        old = None if stored is None else {"shape": list(stored.shape), "dtype": str(stored.dtype)}
+        return Edit("set_tensor", name, param, key, old, "weights", f.kind, f.summary)
+
+    def _weight_map(self, layer_id: str, name: str) -> FileMap | None:
+        if layer_id not in self.maps:
+            stored = read_tensor(self.fmt, self.target, name, "weight")
+            canonical = self.ctx.b[layer_id].params.get("weight")
+            if stored is None or canonical is None:
+                return None
+            found = fit(stored, canonical)
+            if found is None:
+                return None
+            self.maps[layer_id] = found
+        return self.maps[layer_id]
+
+    def _bias_to_file(
+        self,
+        layer_id: str,
+        wanted: np.ndarray,
+        current: np.ndarray | None,
+        stored: np.ndarray | None,
+    ) -> np.ndarray:
+        """``canonical bias = file bias * scale + shift`` per channel (a BatchNorm kept apart in
+        the file gives scale and shift); invert it for the source's bias."""
+        mapping = self.maps.get(layer_id)
+        scale = mapping.scale if mapping is not None else np.ones(len(wanted))
+        if current is None or len(current) != len(wanted) or len(scale) != len(wanted):
+            return wanted.astype(np.float32)  # a shape change (extra class): no BatchNorm here
+        file_bias = stored if stored is not None and stored.shape == current.shape else 0.0
+        shift = current.astype(np.float64) - scale * file_bias
+        return ((wanted.astype(np.float64) - shift) / scale).astype(np.float32)
+
+    # -- small helpers ---------------------------------------------------------------------------
+
+    def _attr(self, f: Finding, layer: str, field: str, new: Any, old: Any) -> None:
+        self.edits.append(Edit("set_attr", layer, field, new, old, f.stage, f.kind, f.summary))
+
+    def _layer_id(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        lid = self.by_name.get(name, name)
+        return lid if lid in self.ctx.b else None
+
+    def _cannot(self, f: Finding, why: str) -> None:
+        where = f.target_layer or f.source_layer or ""
+        self.notes.append(f"not patched: {f.stage} {f.kind} at {where}: {why}")
+
+
+def fit(stored: np.ndarray, canonical: np.ndarray) -> FileMap | None:
+    """The permutation (and per-output-channel scale) mapping a file tensor onto its canonical
+    form, or None when none fits within :data:`FIT_TOL`. Exact permutations win; a scale is
+    only fitted when no permutation alone fits (a BatchNorm the file keeps apart)."""
+    stored = stored.astype(np.float64)
+    canonical = canonical.astype(np.float64)
+    peak = max(float(np.abs(canonical).max()), 1e-12)
+    candidates = [
+        p
+        for p in itertools.permutations(range(stored.ndim))
+        if stored.transpose(p).shape == canonical.shape
+    ]
+    if not candidates and stored.size == canonical.size:  # e.g. depthwise [1,H,W,C] kept 4-D
+        return None
+    best: tuple[float, FileMap] | None = None
+    for perm in candidates:
+        moved = stored.transpose(perm)
+        plain = float(np.abs(moved - canonical).max()) / peak
+        if plain <= FIT_TOL:
+            return FileMap(tuple(perm), np.ones(canonical.shape[0]))
+        flat_m = moved.reshape(len(moved), -1)
+        flat_c = canonical.reshape(len(canonical), -1)
+        norm = (flat_m**2).sum(axis=1)
+        scale = np.where(norm > 0, (flat_m * flat_c).sum(axis=1) / np.where(norm > 0, norm, 1), 1.0)
+        residual = float(np.abs(flat_m * scale[:, None] - flat_c).max()) / peak
+        if residual <= FIT_TOL and (best is None or residual < best[0]):
+            best = (residual, FileMap(tuple(perm), scale))
+    return None if best is None else best[1]
+
+
+__all__ = ["FileMap", "fit", "plan"]
