@@ -382,6 +382,8 @@ def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) ->
     config = _localize_config(options, tuple(s.strip() for s in stages.split(",") if s.strip()))
     report = run_localize(config, Progress(enabled=not quiet))
     click.echo(summary(report))
+    if report.error:
+        click.echo(f"error: {report.error}", err=True)
     ctx.exit(report.exit_code)
 
 

@@ -52,12 +52,15 @@ def localize_run(
         return _record(report, Localization(str(out), "failed", error=str(exc)))
     counts = {s: sum(1 for f in result.faults if f.stage == s) for s in STAGES}
     status = "findings" if result.faults else "crashed" if result.crashes else "no_finding"
+    if result.error:  # a model TVM cannot import: the inputs and tools stages still ran
+        status = "failed"
     summary = Localization(
         str(out),
         status,
         {s: n for s, n in counts.items() if n},
         best_finding_line(result.faults),
-        "; ".join(f"stage {c['stage']} crashed: {c['message']}" for c in result.crashes),
+        result.error
+        or "; ".join(f"stage {c['stage']} crashed: {c['message']}" for c in result.crashes),
     )
     return _record(report, summary)
 

@@ -35,7 +35,7 @@ from convdiff import preprocess
 from convdiff.errors import ConvdiffError, InputShapeError
 from convdiff.frameworks import framework, layout_of, package_version
 from convdiff.ir import import_via_pool, keras_route
-from convdiff.ir.align import align, squeezed
+from convdiff.ir.align import Alignment, align, squeezed
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.metrics import PairMetrics, compare
@@ -100,6 +100,9 @@ class LocalizeReport:
     runs: dict[str, Any] = field(default_factory=dict)  # inputs/tools stages: what was run
     crashes: list[dict[str, str]] = field(default_factory=list)  # a stage that stopped
     notes: list[str] = field(default_factory=list)
+    # bad input found after the work began (TVM cannot import a model): exit 2, and the
+    # stages that could still run are reported
+    error: str = ""
     # the graphs, alignment and names the stages read (the repair planner reads them too);
     # in memory only, never in report.json
     context: StageContext | None = field(default=None, repr=False, compare=False)
@@ -110,7 +113,10 @@ class LocalizeReport:
 
     @property
     def exit_code(self) -> int:
-        """0 nothing found, 1 findings, 3 a stage crashed (bad input raises: exit 2)."""
+        """0 nothing found, 1 findings, 3 a stage crashed, 2 bad input (``error``; bad input
+        found before any work raises :class:`ConvdiffError` instead)."""
+        if self.error:
+            return 2
         if self.crashes:
             return 3
         return 1 if self.faults else 0
@@ -166,15 +172,19 @@ def localize(
                 raw, info = import_via_pool(
                     pool, spec.framework, spec.file, out / "ir" / side, keras_route(other.framework)
                 )
-            if raw is None:
-                raise ConvdiffError(
-                    f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}",
-                    "localize needs both models in TVM Relax",
-                )
             report.imports[side] = {
                 k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
             }
+            if raw is None:
+                report.imports[side]["error"] = str(info.get("error", ""))
+                report.error = (
+                    f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}; "
+                    "the weights, hyperparams and graph stages need both models in TVM Relax"
+                )
+                break
             graphs.append((raw, canonicalize(raw), info))
+        if report.error:
+            return _without_graphs(report, config, pool, source, target, out, progress, chain)
         (raw_a, a, _), (raw_b, b, info_b) = graphs
         check_comparable(a, b, source.file.name, target.file.name)
         alignment = align(a, b)
@@ -227,6 +237,43 @@ def localize(
     report.context = ctx
     growth = activation_growth(ctx) if "graph" in report.stages else []
     report.suspects = rank(report.findings, growth)
+    report.write(out)
+    return report
+
+
+def _without_graphs(
+    report: LocalizeReport,
+    config: LocalizeConfig,
+    pool: WorkerPool,
+    source: SourceSpec,
+    target: SourceSpec,
+    out: Path,
+    progress: Progress,
+    chain: dict[str, Any] | None,
+) -> LocalizeReport:
+    """A model TVM cannot import: the stages that judge runs, not graphs (inputs, tools) still
+    run; the others are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
+    for stage in report.stages:
+        if stage in GRAPH_STAGES:
+            report.notes.append(f"{stage}: not run ({report.error.split(':')[0]})")
+    wanted = [s for s in report.stages if s in RUN_STAGES]
+    if wanted:
+        evidence = measure_runs(pool, config, source, target, out, progress, None)
+        if "tools" in evidence:
+            evidence["tools"]["run_report"] = chain
+            evidence["tools"]["converter"] = _converter(chain, target.file)
+        report.runs = evidence
+        ctx = StageContext(CanonicalGraph([], [], []), CanonicalGraph([], [], []), Alignment())
+        ctx.evidence = evidence
+        findings: list[Finding] = []
+        for stage in wanted:
+            with progress.step(f"stage {stage}"):
+                try:
+                    findings.extend(stage_function(stage)(ctx))
+                except Exception as exc:  # the other stages still run
+                    message = f"{type(exc).__name__}: {exc}"
+                    report.crashes.append({"stage": stage, "message": message})
+        report.findings = ordered(findings)
     report.write(out)
     return report
 

@@ -47,6 +47,8 @@ def top_finding(report: RunReport, out: Path, progress: Progress | None = None) 
         result = localize(config, steps)
     except Exception as exc:  # advice only: a failure is reported, the verdict stands
         return FAILED + _one_line(str(exc) or type(exc).__name__)
+    if result.error:
+        return FAILED + _one_line(result.error)
     if not result.faults and result.crashes:
         crash = result.crashes[0]
         return FAILED + _one_line(f"stage {crash['stage']} crashed: {crash['message']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
@@ -19,6 +20,7 @@ from convdiff.errors import ConvdiffError
 from convdiff.ir import tflite_quant
 from convdiff.localize import GRAPH_STAGES, LocalizeConfig, localize
 from convdiff.progress import Progress
+from convdiff.stages.findings import STAGES
 from convdiff.workers import WorkerPool
 from tests.tiny.faults import FAULTS, fault_base, inject
 from tests.tiny.ir_models import tiny_rich_cnn
@@ -139,18 +141,26 @@ def test_stages_select_what_runs(pool: WorkerPool, base: Path, tmp_path: Path) -
 # -- bad input -------------------------------------------------------------------------------
 
 
-def _det_model(path: Path) -> Path:
-    """A model whose one op (Det) TVM's ONNX frontend does not implement."""
+def _lp_norm_model(path: Path) -> Path:
+    """A 10-class model of the base's input whose last op (LpNormalization) TVM's ONNX
+    frontend does not implement, though onnxruntime runs it."""
+    import onnx
+    from onnx import numpy_helper
+
+    w = np.random.default_rng(0).normal(0, 0.05, (768, 10)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Det", ["input"], ["y"])],
-        "det",
+        [
+            helper.make_node("Flatten", ["input"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("LpNormalization", ["logits"], ["y"], axis=1, p=2),
+        ],
+        "lpnorm",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    import onnx
-
     onnx.save(model, path)
     return path
 
@@ -169,11 +179,26 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     other_task = tiny_classifier(tmp_path / "wide.onnx", size=16, classes=3)
     with pytest.raises(ConvdiffError, match=r"do different tasks \(outputs of \[10\] vs \[3\]"):
         _localize(pool, base, other_task, tmp_path / "b")
-    with pytest.raises(ConvdiffError) as info:
-        _localize(pool, base, _det_model(tmp_path / "det.onnx"), tmp_path / "c")
-    assert str(info.value).startswith(
-        "TVM cannot import the target det.onnx: unsupported op Det (TVM ONNX frontend; "
+    # TVM cannot import the target: the stages that only run the models still report
+    lp = _lp_norm_model(tmp_path / "lp.onnx")
+    report = _localize(pool, base, lp, tmp_path / "c", stages=STAGES, preprocess="imagenet")
+    assert report.error.startswith(
+        "TVM cannot import the target lp.onnx: unsupported op LpNormalization (TVM ONNX frontend; "
     )
+    assert report.error.endswith(
+        "; the weights, hyperparams and graph stages need both models in TVM Relax"
+    )
+    assert report.exit_code == 2
+    assert report.notes[:3] == [
+        f"{stage}: not run (TVM cannot import the target lp.onnx)"
+        for stage in ("weights", "hyperparams", "graph")
+    ]
+    assert sorted(report.runs) == ["inputs", "tools"]
+    assert report.runs["inputs"]["same_tensors"]["images"] == 16
+    kinds = [(f.stage, f.kind) for f in report.findings]
+    assert ("inputs", "agreement") in kinds and all(s in ("inputs", "tools") for s, _ in kinds)
+    written = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert written["error"] == report.error
 
 
 # -- CLI -------------------------------------------------------------------------------------

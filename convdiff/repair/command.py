@@ -104,6 +104,8 @@ def repair(
         if pool is None:
             pool = stack.enter_context(WorkerPool(out / "logs", timeout=localize_config.timeout))
         found = localize(localize_config, progress, pool)
+        if found.error:
+            raise ConvdiffError(found.error, "see localize/report.json for the stages that ran")
         report.findings = {s: n for s in STAGES if (n := sum(f.stage == s for f in found.faults))}
         report.top = best_finding_line(found.faults)
         runs = out / "localize" / "runs"
