@@ -38,7 +38,7 @@ from convdiff.ir import import_via_pool, keras_route
 from convdiff.ir.align import Alignment, align, squeezed
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
-from convdiff.metrics import PairMetrics, compare
+from convdiff.metrics import PairMetrics, align_classes, compare
 from convdiff.preprocess import PreprocessSpec
 from convdiff.progress import Progress
 from convdiff.report import RunReport, write_atomic
@@ -52,6 +52,7 @@ SCHEMA_VERSION = 1
 GRAPH_STAGES = ("weights", "hyperparams", "graph")  # what the canonical graphs alone decide
 RUN_STAGES = ("inputs", "tools")  # the stages that run the models (on images)
 MAX_ACTIVATION_IMAGES = 4  # disagreeing images whose activations are compared
+MAX_TVM_IMAGES = 4  # images TVM runs for the tools stage (the activation images among them)
 TVM_RUNTIMES = ("onnx", "tflite", "torch")  # frameworks TVM has a frontend for
 
 
@@ -395,6 +396,7 @@ def measure_runs(
         )
     differ = {d.image for d in pair.disagreeing}
     chosen = [i for i, n in enumerate(names) if n in differ][:MAX_ACTIVATION_IMAGES]
+    tvm_images = _tvm_images(y_src, y_dst, chosen)
     act: dict[str, Any] | None = None
     if sides is not None:
         act = {
@@ -421,7 +423,7 @@ def measure_runs(
         with progress.step("running the target file on TVM (llvm)"):
             outcome = _run_tvm(
                 pool, target.framework, str(target.file), runs, "target", "auto",
-                sides[1].layers if measure and sides else None, chosen, "tools" in wanted,
+                sides[1].layers if measure and sides else None, chosen, tvm_images,
             )  # fmt: skip
         if measure and "tools" in wanted and not outcome:
             # exposing the tensors may be what failed: the tools stage still gets its run
@@ -429,29 +431,41 @@ def measure_runs(
             with progress.step("running the target file on TVM (llvm) without activations"):
                 outcome = _run_tvm(
                     pool, target.framework, str(target.file), runs, "target", "auto", None,
-                    chosen, True,
+                    chosen, tvm_images,
                 )  # fmt: skip
     elif measure and sides:  # no TVM frontend (Keras): the float conversion TVM imported
         with progress.step("running the target's float conversion on TVM for its activations"):
             outcome = _run_tvm(
                 pool, sides[1].framework, sides[1].path, runs, "target-route", "auto",
-                sides[1].layers, chosen, False,
+                sides[1].layers, chosen, chosen,
             )  # fmt: skip
     if "tools" in wanted:
         evidence["tools"] = _runtime_evidence(
-            target, runs, y_src, y_dst, same, names, accepted, outcome if tvm_target else None
-        )
+            target, runs, y_src[tvm_images], y_dst[tvm_images], same,
+            [names[i] for i in tvm_images], [accepted[i] for i in tvm_images],
+            outcome if tvm_target else None,
+        )  # fmt: skip
     if measure and act is not None and sides is not None:
         act["target"] = _activation_outcome(outcome if act_outcome is None else act_outcome)
         with progress.step("running the source on TVM (llvm) for its activations"):
             source_run = _run_tvm(
                 pool, sides[0].framework, sides[0].path, runs, "source", spec.layout,
-                sides[0].layers, chosen, False,
+                sides[0].layers, chosen, chosen,
             )  # fmt: skip
         act["source"] = _activation_outcome(source_run)
     if act is not None:
         evidence["activations"] = json.loads(json.dumps(jsonable(act)))
     return evidence
+
+
+def _tvm_images(y_src: np.ndarray, y_dst: np.ndarray, chosen: list[int]) -> list[int]:
+    """The few images TVM runs (it is slow: seconds per image untuned): the disagreeing ones
+    whose activations are compared, topped up with those whose outputs differ most, at most
+    :data:`MAX_TVM_IMAGES`, ascending."""
+    src, dst, _ = align_classes(y_src, y_dst)
+    gap = np.abs(src - dst).reshape(len(src), -1).max(axis=1)
+    rest = [int(i) for i in np.argsort(-gap, kind="stable") if int(i) not in chosen]
+    return sorted((chosen + rest)[:MAX_TVM_IMAGES])
 
 
 def _run_tvm(
@@ -463,10 +477,10 @@ def _run_tvm(
     layout: str,
     layers: tuple[str, ...] | None,
     images: list[int],
-    all_images: bool,
+    run_images: list[int],
 ) -> Any:
-    """One TVM task (one compile): ``y-<side>-tvm.npz`` (every image when ``all_images``,
-    else ``images`` only) and, given ``layers``, ``act-<side>.npz`` on ``images``."""
+    """One TVM task (one compile): ``y-<side>-tvm.npz`` on ``run_images`` and, given
+    ``layers``, ``act-<side>.npz`` on ``images`` (a subset of ``run_images``)."""
     return pool.call(
         "tvm",
         "convdiff.ir.tvm_import:run_tvm",
@@ -478,7 +492,8 @@ def _run_tvm(
         layers=list(layers) if layers else None,
         images=images if layers else None,
         activations_npz=str(runs / f"act-{side.removesuffix('-route')}.npz") if layers else None,
-        all_images=all_images or not layers,
+        all_images=False,
+        run_images=run_images,
     )
 
 
@@ -585,6 +600,7 @@ def _runtime_evidence(
         "native_vs_source": same,
         "native_vs_tvm": None,
         "tvm_vs_source": None,
+        "tvm_images": names,  # TVM is slow: it runs these few (the disagreeing ones first)
     }
     if target.framework not in TVM_RUNTIMES:
         item["note"] = f"TVM has no {info.title} frontend: the runtime check was skipped"

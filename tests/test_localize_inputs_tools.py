@@ -120,7 +120,13 @@ def test_a_wrong_file_on_two_agreeing_runtimes_is_the_converters_fault(
     )
     assert found.evidence["native_vs_tvm"]["top1_discrepancy"] == 0.0
     assert found.evidence["native_vs_tvm"]["max_abs_diff"] < 1e-5
-    assert found.evidence["tvm_vs_source"]["top1_discrepancy"] == 6.25
+    # TVM ran 4 images: the one that disagrees natively and the 3 whose outputs differ most
+    tvm_images = report.runs["tools"]["tvm_images"]
+    assert len(tvm_images) == 4
+    disagreeing = report.runs["tools"]["native_vs_source"]
+    assert disagreeing["images"] == 16 and disagreeing["top1_discrepancy"] == 6.25
+    assert found.evidence["tvm_vs_source"]["images"] == 4
+    assert found.evidence["tvm_vs_source"]["top1_discrepancy"] == 25.0
 
 
 def _evidence(native_vs_tvm: dict, **extra: object) -> dict:

@@ -252,6 +252,7 @@ def run_tvm(
     images: list[int] | None = None,
     activations_npz: str | None = None,
     all_images: bool = True,
+    run_images: list[int] | None = None,
 ) -> dict[str, Any]:
     """Compile the imported module for llvm ONCE and run it on ``x`` (NHWC) of ``inputs_npz``.
 
@@ -262,10 +263,11 @@ def run_tvm(
     ``activations_npz``, the same compile also returns those intermediate tensors -- ``main``
     is rebuilt to return ``(output, *tensors)`` -- and the npz gets, per layer id, its output
     in *logical* layout (NCHW for 4-D) for the images ``images`` (indices into ``x``; all
-    when None), stacked on axis 0. ``all_images=False`` runs only those images (``y`` then
-    holds their outputs only). Layer ids the module does not have are listed in the value's
-    ``activations["missing"]``; a mapping that cannot be trusted (ids unlike import_graph's)
-    leaves the npz unwritten and says why in ``activations["error"]``.
+    when None), stacked on axis 0. ``all_images=False`` runs only those images, or the
+    images ``run_images`` (ascending indices, a superset of ``images``) when given; ``y`` then
+    holds their outputs only, in that order. Layer ids the module does not have are listed in
+    the value's ``activations["missing"]``; a mapping that cannot be trusted (ids unlike
+    import_graph's) leaves the npz unwritten and says why in ``activations["error"]``.
     """
     import tvm
     from tvm import relax
@@ -287,7 +289,7 @@ def run_tvm(
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     wanted = list(range(len(x))) if images is None else [int(i) for i in images]
-    run = list(range(len(x))) if all_images else wanted
+    run = list(range(len(x))) if all_images else [int(i) for i in run_images or wanted]
     keep = set(wanted)
     step = len(x) if shape and shape[0] < 0 else max(shape[0], 1) if shape else 1
     chunks, acts = [], {lid: [] for lid, _, _ in exposed}
