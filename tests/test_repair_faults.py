@@ -146,3 +146,26 @@ def test_cli_repair_and_patch_apply(base: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2
     assert "is the target itself" in again.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_repair_refuses_what_it_cannot_write(base: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    wrong_suffix = runner.invoke(
+        cli, ["repair", str(base), str(base), "-o", str(tmp_path / "x.tflite")]
+    )
+    assert wrong_suffix.exit_code == 2
+    assert wrong_suffix.output == (
+        "error: the output x.tflite does not have the target's suffix .onnx; name the repaired "
+        "model *.onnx: it is written in the target's format\n"
+    )
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_bytes(b"PK")  # the check is by format, before anything is loaded
+    keras = runner.invoke(
+        cli, ["repair", str(base), str(keras_file), "-o", str(tmp_path / "y.keras")]
+    )
+    assert keras.exit_code == 2
+    assert keras.output == (
+        "error: repair writes onnx and tflite models; model.keras is a Keras 3 model; convert it "
+        "to onnx or tflite first, or repair the onnx/tflite hop of its chain\n"
+    )
+    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "y.keras").exists()

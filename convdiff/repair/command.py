@@ -85,7 +85,7 @@ def repair(
     fmt = target.framework
     if fmt not in FORMATS:
         raise ConvdiffError(
-            f"repair writes {' and '.join(FORMATS)} models; {target.name} is a "
+            f"repair writes {' and '.join(FORMATS)} models; {target.file.name} is a "
             f"{framework(fmt).title} model",
             "convert it to onnx or tflite first, or repair the onnx/tflite hop of its chain",
         )
@@ -173,7 +173,7 @@ def _check_output(output: Path, target: Path) -> None:
         )
     if output.suffix != target.suffix:
         raise ConvdiffError(
-            f"the output {output.name} has not the target's suffix {target.suffix}",
+            f"the output {output.name} does not have the target's suffix {target.suffix}",
             f"name the repaired model *{target.suffix}: it is written in the target's format",
         )
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.repair.apply import read_tensor
-from convdiff.repair.patch import Edit, Patch
+from convdiff.repair.patch import Edit, Patch, tensor_summary
 from convdiff.stages import StageContext
 from convdiff.stages.findings import Finding
 
@@ -180,7 +180,7 @@ class _Planner:
             value = self._bias_to_file(layer_id, wanted, current, stored)
         key = f"{name}/{param}"
         self.tensors[key] = value
-        old = None if stored is None else {"shape": list(stored.shape), "dtype": str(stored.dtype)}
+        old = tensor_summary(stored, value)
         return Edit("set_tensor", name, param, key, old, "weights", f.kind, f.summary)
 
     def _weight_map(self, layer_id: str, name: str) -> FileMap | None:
