@@ -18,6 +18,7 @@ from convdiff.config import ConvertOptions, RunConfig
 from convdiff.followup import source_spec
 from convdiff.preprocess import PRESETS
 from convdiff.progress import Progress
+from convdiff.report import RunReport
 from convdiff.run import run
 from convdiff.workers import WorkerPool
 from tests.tiny.faults import fault_base
@@ -59,7 +60,9 @@ def test_a_faithful_conversion_localizes_to_no_finding(tmp_path: Path) -> None:
     assert "## Localization" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path) -> None:
+def _dynamic_range_run(pool: WorkerPool, tmp_path: Path, **options: object) -> RunReport:
+    """A tiny Keras CNN (48 filters: its conv weights pass the converter's 1024-element minimum
+    for int8) converted to TFLite with dynamic-range optimization."""
     built = pool.call(
         "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
     )
@@ -69,12 +72,15 @@ def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path
         dst="tflite",
         convert=ConvertOptions(tflite_opt="dynamic-range"),
         preprocess="inception",
-        limit=4,
         out=tmp_path / "run",
         cache_dir=tmp_path / "cache",
-        localize=True,
+        **options,
     )
-    report = run(config, Progress(enabled=False))
+    return run(config, Progress(enabled=False))
+
+
+def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path) -> None:
+    report = _dynamic_range_run(pool, tmp_path, limit=4, localize=True)
     summary = report.localization
     assert (summary["status"], summary["findings"]) == ("findings", {"weights": 1})
     assert summary["top"].startswith(
@@ -112,20 +118,7 @@ def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
 def test_run_repair_brings_a_dynamic_range_tflite_back_to_float_level(
     pool: WorkerPool, tmp_path: Path
 ) -> None:
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
-    )
-    assert built, built.message
-    config = RunConfig(
-        model=built.value["keras"],
-        dst="tflite",
-        convert=ConvertOptions(tflite_opt="dynamic-range"),
-        preprocess="inception",
-        out=tmp_path / "run",
-        cache_dir=tmp_path / "cache",
-        repair=True,
-    )
-    report = run(config, Progress(enabled=False))
+    report = _dynamic_range_run(pool, tmp_path, repair=True)
     repaired = report.repair
     assert repaired["status"] == "repaired"
     assert repaired["before"]["max_abs_diff"] > 1e-4  # the int8 weights' doing
