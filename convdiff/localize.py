@@ -753,6 +753,7 @@ ONNX_KINDS = {
     "Concat": "concat",
     "Clip": "clip",
     "Resize": "resize",
+    "Pad": "pad",
 }
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
@@ -764,6 +765,8 @@ TFLITE_KINDS = {
     "CONCATENATION": "concat",
     "RESIZE_BILINEAR": "resize",
     "RESIZE_NEAREST_NEIGHBOR": "resize",
+    "PAD": "pad",
+    "PADV2": "pad",
 }
 
 

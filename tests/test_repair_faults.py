@@ -42,6 +42,8 @@ EDITS = {
     "dropped_bias": ["conv2.bias"],
     "scaled_weights": ["fc.weight"],
     "extra_class": ["fc.bias", "fc.weight"],
+    "softmax_axis": ["softmax.axis"],
+    "maxpool_zero_pad": ["pool1_pad"],
 }
 
 
@@ -77,6 +79,11 @@ def _node_values(path: Path) -> dict[str, tuple[str, dict, list[np.ndarray]]]:
     }
 
 
+def _edit_name(edit: dict) -> str:
+    """``node.field``, or the node alone for an edit of the whole node (remove_node)."""
+    return f"{edit['layer']}.{edit['field']}" if edit["field"] else edit["layer"]
+
+
 def test_every_fault_has_its_expected_edits() -> None:
     assert sorted(EDITS) == sorted(FAULTS)
 
@@ -94,7 +101,7 @@ def test_each_injected_fault_is_repaired(
     assert report.status == "repaired" and report.exit_code == 0
     after = report.verify["after"]
     assert after["top1_discrepancy"] == 0.0 and after["max_abs_diff"] <= 1e-6
-    kept = [f"{e['layer']}.{e['field']}" for e in report.verify["kept"]]
+    kept = [_edit_name(e) for e in report.verify["kept"]]
     assert sorted(kept) == EDITS[fault]
     assert report.verify["dropped"] == []
     # the repaired file is the source model again, node by node
@@ -108,7 +115,7 @@ def test_each_injected_fault_is_repaired(
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=name)
     # the patch on disk is the one verified, and applies again to the same bytes
     written = json.loads((tmp_path / "work" / "patch.json").read_text())
-    assert sorted(f"{e['layer']}.{e['field']}" for e in written["edits"]) == EDITS[fault]
+    assert sorted(_edit_name(e) for e in written["edits"]) == EDITS[fault]
     repaired = json.loads((tmp_path / "work" / "repair.json").read_text())
     assert repaired["status"] == "repaired"
     assert repaired["passes"]["native"] == 2 + len(repaired["verify"]["steps"])

@@ -40,6 +40,9 @@ ATTRS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "ceil_mode": ("ceil_mode", ("MaxPool", "AveragePool", "LpPool"), "int"),
     "count_include_pad": ("count_include_pad", ("AveragePool",), "int"),
+    # the canonical (logical NCHW) axis: the file's own in an NCHW ONNX graph; in an NHWC
+    # stretch of a tf2onnx graph it is not, and the verify loop then drops the edit
+    "axis": ("axis", ("Softmax", "LogSoftmax", "Concat"), "int"),
 }
 
 

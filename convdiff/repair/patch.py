@@ -38,6 +38,7 @@ ATTR_FIELDS = (
     "ceil_mode",
     "count_include_pad",
     "activation",
+    "axis",
 )
 
 

@@ -41,6 +41,7 @@ ATTRS = {  # hyperparameter finding attr -> patch field
     "ceil_mode": "ceil_mode",
     "count_include_pad": "count_include_pad",
     "epsilon": "epsilon",
+    "axis": "axis",
 }
 PREPROCESSING_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "layout")
 

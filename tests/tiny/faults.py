@@ -114,6 +114,18 @@ def _extra_class(model: onnx.ModelProto) -> None:
     out.dim_value = CLASSES + 1
 
 
+def _zero_pad_before_max_pool(model: onnx.ModelProto) -> None:
+    """An explicit Pad with value 0 before pool1 (a max pool pads with -inf): the pad a
+    converter writes when it moves a MaxPool's padding out of the op."""
+    index = next(i for i, n in enumerate(model.graph.node) if n.name == "pool1")
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=np.int64), "pool_pads")
+    )
+    pad = helper.make_node("Pad", ["r6", "pool_pads"], ["r6_padded"], "pool1_pad", mode="constant")
+    model.graph.node.insert(index, pad)
+    model.graph.node[index + 1].input[0] = "r6_padded"
+
+
 def _drop_bias(model: onnx.ModelProto) -> None:
     conv = _node(model, "conv2")
     del conv.input[2]
@@ -177,6 +189,11 @@ FAULTS: dict[str, Fault] = {
         ("weights", "scale", "fc", "fc"),
     ),
     "extra_class": (_extra_class, ("weights", "extra_class", "fc", "fc")),
+    "softmax_axis": (
+        lambda m: _set_attr(m, "softmax", "axis", 0),
+        ("hyperparams", "axis", "softmax", "softmax"),
+    ),
+    "maxpool_zero_pad": (_zero_pad_before_max_pool, ("graph", "extra_layer", None, "pool1_pad")),
 }
 
 
