@@ -12,9 +12,10 @@ the aligned layers on the images whose top-1 labels disagree: the graph stage's 
 evidence (:mod:`convdiff.stages.activations`).
 
 Layer names: findings name layers as the model files do (ONNX node names, TFLite op output
-tensor names). TVM's importers keep no names, but they emit one Relax op per file op in file
-order, so the k-th ``Conv`` node of an ONNX file is the k-th ``conv2d`` of its raw graph; a
-kind whose counts differ keeps the canonical ids.
+tensor names, a torch.export program's module paths, Keras layer names). TVM's importers keep
+no names, but they emit one Relax op per file op in file order, so the k-th ``Conv`` node of
+an ONNX file is the k-th ``conv2d`` of its raw graph; a kind whose counts differ keeps the
+canonical ids.
 """
 
 from __future__ import annotations
@@ -210,14 +211,16 @@ def localize(
                 "graph: no activation evidence (the models were not run; add inputs or tools "
                 "to --stages)"
             )
+        with progress.step("reading the layer names of the model files"):
+            # a Keras source keeps its conversion's op names (the patch names target layers)
+            names_a, _ = file_names(raw_a, pool)
+            names_b, index_b = file_names(raw_b, pool, target.file)
     report.alignment = {
         "pairs": len(alignment.pairs),
         "unmatched": len(alignment.unmatched),
         "file": "ir/alignment.json",
     }
     write_atomic(out / "ir" / "alignment.json", json.dumps(alignment.to_json(), indent=1) + "\n")
-    names_a, _ = file_names(raw_a)
-    names_b, index_b = file_names(raw_b)
     ctx = StageContext(
         a,
         b,
@@ -770,17 +773,29 @@ TFLITE_KINDS = {
 }
 
 
-def file_names(raw: CanonicalGraph) -> tuple[dict[str, str], dict[str, int]]:
+def file_names(
+    raw: CanonicalGraph, pool: WorkerPool | None = None, model: Path | None = None
+) -> tuple[dict[str, str], dict[str, int]]:
     """Layer id -> name in the model file, and layer id -> op index in the file (see the
-    module docstring). Empty when the file cannot be read or is of another kind."""
+    module docstring). Empty when the file cannot be read or is of another kind.
+
+    ``pool`` reads what needs a framework: a torch.export program's nodes
+    (:func:`convdiff.repair.torch_apply.file_ops`, in the ``torch`` worker) and, for a Keras
+    ``model`` that TVM imported through a float conversion (``raw.meta["route"]``), its layer
+    names (in the ``tf`` worker), onto which the conversion's op names are mapped
+    (:func:`keras_names`)."""
     path, fw = raw.meta.get("path"), raw.meta.get("framework")
     try:
         if fw == "onnx":
             ops = _onnx_ops(path)
         elif fw == "tflite":
             ops = _tflite_ops(path)
+        elif fw == "torch" and pool is not None:
+            ops = _torch_ops(pool, str(path))
         else:
             return {}, {}
+        if raw.meta.get("route") and model is not None and pool is not None:
+            ops = _keras_ops(pool, model, ops)
     except Exception:  # names are a convenience: the canonical ids still identify layers
         return {}, {}
     names, index = {}, {}
@@ -791,6 +806,56 @@ def file_names(raw: CanonicalGraph) -> tuple[dict[str, str], dict[str, int]]:
             for lid, (name, i) in zip(layers, in_file, strict=True):
                 names[lid], index[lid] = name, i
     return names, index
+
+
+def _torch_ops(pool: WorkerPool, path: str) -> list[tuple[str, str, int]]:
+    outcome = pool.call("torch", "convdiff.repair.torch_apply:file_ops", path=path)
+    if not outcome:
+        raise RuntimeError(outcome.message)
+    return [(str(k), str(n), int(i)) for k, n, i in outcome.value]
+
+
+def _keras_ops(
+    pool: WorkerPool, model: Path, ops: list[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """The float conversion's ops, renamed to the Keras layers they come from (a SavedModel
+    has no layers: its ops keep the conversion's names)."""
+    if Path(model).suffix not in (".keras", ".h5"):
+        return ops
+    outcome = pool.call("tf", "convdiff.repair.keras_apply:layer_classes", path=str(model))
+    if not outcome:
+        raise RuntimeError(outcome.message)
+    renamed = keras_names(ops, outcome.value)
+    return [(kind, renamed.get(name, name), i) for kind, name, i in ops]
+
+
+def keras_names(ops: list[tuple[str, str, int]], classes: dict[str, str]) -> dict[str, str]:
+    """Op name in a Keras model's conversion -> the Keras layer (``model.get_layer()``'s name).
+
+    A name such as ``tiny_cnn_1/relu_1/Relu;tiny_cnn_1/conv_1/convolution`` holds several
+    layers' name scopes, each perhaps with TF's ``_<n>`` suffix: the candidates are those whose
+    class makes the op's kind (:func:`convdiff.repair.keras_apply.match_layer`). A layer goes to
+    one op only: ops with one candidate left take it, which may leave one for another op, and
+    so on; the ops of a layer's own kind before the activations a converter fused into it. An
+    op still ambiguous keeps its own name."""
+    from convdiff.repair.keras_apply import KIND_CLASSES, match_layer
+
+    fused = ("softmax", "relu", "clip")
+    candidates = {
+        name: match_layer(name, kind, classes)
+        for kind, name, _ in sorted(ops, key=lambda op: op[0] in fused)
+        if kind in KIND_CLASSES
+    }
+    chosen: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, found in candidates.items():
+            left = [c for c in found if c not in chosen.values()]
+            if name not in chosen and len(left) == 1:
+                chosen[name], changed = left[0], True
+                break  # first come first served, in the order above
+    return chosen
 
 
 def _kind(raw: CanonicalGraph, layer: Any) -> str:

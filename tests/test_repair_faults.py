@@ -165,14 +165,14 @@ def test_repair_refuses_what_it_cannot_write(base: Path, tmp_path: Path) -> None
         "error: the output x.tflite does not have the target's suffix .onnx; name the repaired "
         "model *.onnx: it is written in the target's format\n"
     )
-    keras_file = tmp_path / "model.keras"
-    keras_file.write_bytes(b"PK")  # the check is by format, before anything is loaded
-    keras = runner.invoke(
-        cli, ["repair", str(base), str(keras_file), "-o", str(tmp_path / "y.keras")]
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")  # the check is by format, before any loading
+    refused = runner.invoke(cli, ["repair", str(base), str(saved), "-o", str(tmp_path / "y")])
+    assert refused.exit_code == 2
+    assert refused.output == (
+        "error: repair writes onnx, tflite, keras and torch models; saved is a TensorFlow "
+        "SavedModel model, a graph of TF ops with no layers to edit; repair the Keras model it "
+        "was exported from, or the onnx/tflite hop of its chain\n"
     )
-    assert keras.exit_code == 2
-    assert keras.output == (
-        "error: repair writes onnx and tflite models; model.keras is a Keras 3 model; convert it "
-        "to onnx or tflite first, or repair the onnx/tflite hop of its chain\n"
-    )
-    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "y.keras").exists()
+    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "y").exists()

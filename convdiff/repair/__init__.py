@@ -1,6 +1,7 @@
 """Repair: a patch of edits to the converted model (:mod:`convdiff.repair.patch`) and the
-appliers that write a new model file in the target's own format (:mod:`convdiff.repair.apply`,
-ONNX and TFLite). Pure file editing: no framework is imported here."""
+appliers that write a new model file in the target's own format (:mod:`convdiff.repair.apply`:
+ONNX and TFLite by file editing here, Keras and torch in their frameworks' workers). No
+framework is imported here."""
 
 from convdiff.repair.apply import ApplyResult, Skipped, apply_edits, apply_patch, read_tensor
 from convdiff.repair.patch import Edit, Patch, diff_view, sha256_of, tensor_summary

@@ -83,11 +83,21 @@ def repair(
     progress = progress or Progress()
     target = resolve_source(config.localize.target, config.localize.dst)
     fmt = target.framework
-    if fmt not in FORMATS:
+    if fmt not in FORMATS:  # a SavedModel: TF functions, no layers a patch could name
         raise ConvdiffError(
-            f"repair writes {' and '.join(FORMATS)} models; {target.file.name} is a "
-            f"{framework(fmt).title} model",
-            "convert it to onnx or tflite first, or repair the onnx/tflite hop of its chain",
+            f"repair writes {', '.join(FORMATS[:-1])} and {FORMATS[-1]} models; "
+            f"{target.file.name} is a {framework(fmt).title} model, a graph of TF ops with no "
+            "layers to edit",
+            "repair the Keras model it was exported from, or the onnx/tflite hop of its chain",
+        )
+    suffix = {"keras": ".keras", "torch": ".pt2"}.get(fmt)
+    if suffix and target.file.suffix != suffix:
+        raise ConvdiffError(
+            f"repair writes {framework(fmt).title} models as {suffix}; the target is "
+            f"{target.file.name}",
+            "save the Keras model as .keras"
+            if fmt == "keras"
+            else "export the model with torch.export (.pt2)",
         )
     _check_output(config.output, target.file)
     out = prepare_out_dir(config.out, f"repair-{target.name}")
@@ -116,11 +126,12 @@ def repair(
             )
         report.passes = {"native": 3 if (runs / "y-target-own.npz").exists() else 2, "tvm": 2}
         with progress.step("planning the patch"):
-            patch = plan(found.context, found.findings, Path(report.source), target.file, fmt)
+            patch = plan(found.context, found.findings, Path(report.source), target.file, fmt, pool)
         y_src = _outputs(runs / "y-source.npz")
         names = [f"image-{i}" for i in range(len(y_src))]  # metrics only: no listing
         before = agreement(y_src, _outputs(runs / "y-target.npz"), names)
         model_edits = [e for e in patch.edits if e.action != "preprocessing"]
+        preprocessing = [e for e in patch.edits if e.action == "preprocessing"]
 
         def run_target(path: Path) -> np.ndarray:
             with progress.step(f"running the patched target ({path.name})"):
@@ -135,7 +146,12 @@ def repair(
             run_target,
             lambda y: agreement(y_src, y, names),
             out / "steps",
+            pool,
         )
+        if result.kept:
+            apply_edits(
+                fmt, target.file, [*result.kept, *preprocessing], patch.tensors, config.output, pool
+            )
     report.passes["native"] += result.passes
     verified = replace(
         patch,
@@ -148,8 +164,6 @@ def repair(
     report.edits = diff_view(verified, verified.tensors).splitlines()
     report.verify = to_json(result)
     report.notes = list(verified.notes)
-    if result.kept:
-        apply_edits(fmt, target.file, verified.edits, verified.tensors, config.output)
     report.status = _status(result, bool(found.faults))
     report.seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     write_atomic(out / "repair.json", json.dumps(report.to_dict(), indent=2) + "\n")

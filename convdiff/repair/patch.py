@@ -24,7 +24,7 @@ from convdiff.errors import ConvdiffError
 
 SCHEMA_VERSION = 1
 ACTIONS = ("set_tensor", "set_attr", "remove_node", "preprocessing")
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "keras", "torch")
 TENSOR_FIELDS = ("weight", "bias")
 ATTR_FIELDS = (
     "pads",  # [top, left, bottom, right]

@@ -14,7 +14,8 @@ Each fault the stages found becomes edits in the target file's own terms (:mod:`
 - inputs: ``preprocessing`` edits, for the user's input pipeline (reported, never applied).
 - tools (a runtime's own fault) and activation evidence name no edit of the file.
 
-Pure numpy and file reading (onnx, the TFLite schema): runs in the orchestrator.
+Pure numpy and file reading (onnx, the TFLite schema): runs in the orchestrator; a Keras or
+torch target's tensors are read in a worker of ``pool``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from convdiff.repair.apply import read_tensor
 from convdiff.repair.patch import Edit, Patch, tensor_summary
 from convdiff.stages import StageContext
 from convdiff.stages.findings import Finding
+from convdiff.workers import WorkerPool
 
 FIT_TOL = 1e-4  # relative residual under which a file tensor "is" the canonical one
 ATTRS = {  # hyperparameter finding attr -> patch field
@@ -62,9 +64,17 @@ class FileMap:
         return np.ascontiguousarray(value.transpose(np.argsort(self.perm))).astype(np.float32)
 
 
-def plan(ctx: StageContext, findings: list[Finding], source: Path, target: Path, fmt: str) -> Patch:
-    """A patch of ``target`` (format ``fmt``) that undoes ``findings``; see the module doc."""
-    planner = _Planner(ctx, target, fmt)
+def plan(
+    ctx: StageContext,
+    findings: list[Finding],
+    source: Path,
+    target: Path,
+    fmt: str,
+    pool: WorkerPool | None = None,
+) -> Patch:
+    """A patch of ``target`` (format ``fmt``) that undoes ``findings``; see the module doc.
+    ``pool`` reads a Keras or torch target's tensors (:func:`read_tensor`)."""
+    planner = _Planner(ctx, target, fmt, pool)
     for finding in findings:
         if finding.is_fault:
             planner.add(finding)
@@ -72,8 +82,10 @@ def plan(ctx: StageContext, findings: list[Finding], source: Path, target: Path,
 
 
 class _Planner:
-    def __init__(self, ctx: StageContext, target: Path, fmt: str) -> None:
-        self.ctx, self.target, self.fmt = ctx, target, fmt
+    def __init__(
+        self, ctx: StageContext, target: Path, fmt: str, pool: WorkerPool | None = None
+    ) -> None:
+        self.ctx, self.target, self.fmt, self.pool = ctx, target, fmt, pool
         self.edits: list[Edit] = []
         self.tensors: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
@@ -165,7 +177,7 @@ class _Planner:
         name = f.target_layer or layer_id
         wanted = self.ctx.a[source_id].params.get(param)
         current = self.ctx.b[layer_id].params.get(param)
-        stored = read_tensor(self.fmt, self.target, name, param)
+        stored = read_tensor(self.fmt, self.target, name, param, self.pool)
         if wanted is None:  # the source has none: the target's must contribute nothing
             wanted = np.zeros_like(current) if current is not None else None
         if wanted is None:
@@ -186,7 +198,7 @@ class _Planner:
 
     def _weight_map(self, layer_id: str, name: str) -> FileMap | None:
         if layer_id not in self.maps:
-            stored = read_tensor(self.fmt, self.target, name, "weight")
+            stored = read_tensor(self.fmt, self.target, name, "weight", self.pool)
             canonical = self.ctx.b[layer_id].params.get("weight")
             if stored is None or canonical is None:
                 return None

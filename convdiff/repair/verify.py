@@ -26,6 +26,7 @@ from convdiff.metrics import compare
 from convdiff.repair.apply import apply_edits
 from convdiff.repair.patch import Edit
 from convdiff.stages.tools import RTOL
+from convdiff.workers import WorkerPool
 
 GROUPS = ("weights", "hyperparams", "graph")
 FLOAT_LEVEL = 1e-5  # what float32 conversions of the same weights differ by, relative
@@ -91,11 +92,13 @@ def verify(
     run_target: Callable[[Path], np.ndarray],
     measure: Callable[[np.ndarray], Agreement],
     work: Path,
+    pool: WorkerPool | None = None,
 ) -> VerifyResult:
     """Apply ``edits`` (model edits only) group by group; see the module docstring.
 
     ``run_target(path)`` runs a model file on the source's tensors and returns its outputs;
-    ``measure(y)`` compares them with the source's.
+    ``measure(y)`` compares them with the source's. ``pool`` runs the Keras and torch
+    appliers (:func:`apply_edits`).
     """
     result = VerifyResult(before, before)
     work.mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,7 @@ def verify(
                 break  # the whole group was kept: no need to try its edits alone
             candidate = result.kept + trial
             path = work / f"step-{len(result.steps) + 1}-{stage}{suffix}"
-            applied = apply_edits(fmt, target, candidate, tensors, path)
+            applied = apply_edits(fmt, target, candidate, tensors, path, pool)
             now = measure(run_target(path))
             result.passes += 1
             keep = now.not_worse_than(result.after) and bool(applied.applied)

@@ -1,0 +1,269 @@
+"""`convdiff repair` on Keras and torch targets: faults edited into copies of tiny models are
+localized under the names the frameworks use (Keras layer names, torch module paths), patched
+by the appliers in the frameworks' own workers, and the repaired files load in Keras / torch
+with the source's weights and settings. Patches apply again to the same bytes; the input is
+never overwritten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convdiff.cli import cli
+from convdiff.errors import ConvdiffError
+from convdiff.localize import LocalizeConfig, keras_names
+from convdiff.progress import Progress
+from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
+from convdiff.repair.command import RepairConfig, RepairReport, repair
+from convdiff.repair.patch import sha256_of
+from convdiff.workers import WorkerPool
+from tests.tiny.repair_frameworks import KERAS_FAULTS, TORCH_FAULTS
+
+KERAS_EDITS = {
+    "conv_scaled": ["conv.weight"],
+    "dense_bias_zeroed": ["dense.bias"],
+    "conv_strides": ["conv.pads", "conv.strides"],
+}
+TORCH_EDITS = {
+    "conv1_scaled": ["conv1.weight"],
+    "fc_bias_zeroed": ["fc.bias"],
+    "conv2_padding": ["conv2.pads"],
+}
+
+
+def _value(outcome: Any) -> Any:
+    assert outcome, f"{outcome.error_type}: {outcome.message}\n{outcome.traceback}"
+    return outcome.value
+
+
+@pytest.fixture(scope="module")
+def keras_source(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("keras-source")
+    built = pool.call("tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(out))
+    return Path(_value(built)["keras"])
+
+
+@pytest.fixture(scope="module")
+def torch_source(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("torch-source") / "source.pt2"
+    return Path(
+        _value(pool.call("torch", "tests.tiny.repair_frameworks:torch_source", out=str(out)))
+    )
+
+
+def _repair(pool: WorkerPool, source: Path, target: Path, fixed: Path, work: Path) -> RepairReport:
+    config = RepairConfig(
+        LocalizeConfig(str(source), str(target), preprocess="imagenet"), fixed, work
+    )
+    return repair(config, Progress(enabled=False), pool)
+
+
+def _kept(report: RepairReport) -> list[str]:
+    return sorted(f"{e['layer']}.{e['field']}" for e in report.verify["kept"])
+
+
+def _weights(pool: WorkerPool, kind: str, func: str, path: Path) -> tuple[dict, dict]:
+    npz = path.with_name(f"{path.name}.weights.npz")
+    settings = _value(
+        pool.call(kind, f"tests.tiny.repair_frameworks:{func}", path=str(path), out_npz=str(npz))
+    )
+    with np.load(npz) as data:
+        return {k: data[k] for k in data.files}, settings
+
+
+def _assert_repaired(report: RepairReport, expected: list[str]) -> None:
+    assert report.status == "repaired" and report.exit_code == 0, report.notes
+    after = report.verify["after"]
+    assert after["top1_discrepancy"] == 0.0 and after["max_abs_diff"] <= 1e-5
+    assert report.verify["before"]["max_abs_diff"] > 1e-2  # the fault did show
+    assert _kept(report) == expected
+    assert report.verify["dropped"] == []
+
+
+@pytest.mark.parametrize("fault", KERAS_FAULTS)
+def test_keras_target_fault_is_repaired(
+    pool: WorkerPool, keras_source: Path, tmp_path: Path, fault: str
+) -> None:
+    target = Path(
+        _value(
+            pool.call(
+                "tf",
+                "tests.tiny.repair_frameworks:keras_fault",
+                source=str(keras_source),
+                out=str(tmp_path / "target.keras"),
+                fault=fault,
+            )
+        )
+    )
+    before = sha256_of(target)
+    fixed = tmp_path / "fixed.keras"
+    report = _repair(pool, keras_source, target, fixed, tmp_path / "work")
+    _assert_repaired(report, KERAS_EDITS[fault])
+    assert sha256_of(target) == before  # the input is never overwritten
+    # the repaired file loads in Keras with the source's weights and settings
+    want, want_settings = _weights(pool, "tf", "keras_weights", keras_source)
+    got, got_settings = _weights(pool, "tf", "keras_weights", fixed)
+    assert got_settings == want_settings
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-6, err_msg=key)
+    # the patch applies again, to the very bytes repair wrote, under any output name
+    patch = tmp_path / "work" / "patch.json"
+    again = apply_patch(patch, target, tmp_path / "again" / "other.keras", pool)
+    assert again.out.read_bytes() == fixed.read_bytes()
+    assert [f"{e.layer}.{e.field}" for e in again.applied] == [
+        f"{e['layer']}.{e['field']}" for e in json.loads(patch.read_text())["edits"]
+    ]
+
+
+@pytest.mark.parametrize("fault", TORCH_FAULTS)
+def test_torch_target_fault_is_repaired(
+    pool: WorkerPool, torch_source: Path, tmp_path: Path, fault: str
+) -> None:
+    target = Path(
+        _value(
+            pool.call(
+                "torch",
+                "tests.tiny.repair_frameworks:torch_fault",
+                source=str(torch_source),
+                out=str(tmp_path / "target.pt2"),
+                fault=fault,
+            )
+        )
+    )
+    before = sha256_of(target)
+    fixed = tmp_path / "fixed.pt2"
+    report = _repair(pool, torch_source, target, fixed, tmp_path / "work")
+    _assert_repaired(report, TORCH_EDITS[fault])
+    assert sha256_of(target) == before
+    want, want_args = _weights(pool, "torch", "torch_weights", torch_source)
+    got, got_args = _weights(pool, "torch", "torch_weights", fixed)
+    assert got_args == want_args  # conv strides and paddings
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-6, err_msg=key)
+    again = apply_patch(tmp_path / "work" / "patch.json", target, tmp_path / "b.pt2", pool)
+    assert again.out.read_bytes() == fixed.read_bytes()
+
+
+def test_patch_apply_cli_runs_its_own_workers(
+    pool: WorkerPool, torch_source: Path, tmp_path: Path
+) -> None:
+    target = Path(
+        _value(
+            pool.call(
+                "torch",
+                "tests.tiny.repair_frameworks:torch_fault",
+                source=str(torch_source),
+                out=str(tmp_path / "target.pt2"),
+                fault="conv1_scaled",
+            )
+        )
+    )
+    _repair(pool, torch_source, target, tmp_path / "fixed.pt2", tmp_path / "work")
+    runner = CliRunner()
+    patch = str(tmp_path / "work" / "patch.json")
+    for name in ("a.pt2", "b.pt2"):
+        result = runner.invoke(
+            cli, ["patch", "apply", patch, str(target), "-o", str(tmp_path / name)]
+        )
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.pt2").read_bytes() == (tmp_path / "b.pt2").read_bytes()
+    assert (tmp_path / "a.pt2").read_bytes() == (tmp_path / "fixed.pt2").read_bytes()
+    refused = runner.invoke(cli, ["patch", "apply", patch, str(target), "-o", str(target)])
+    assert refused.exit_code == 2
+
+
+def test_read_tensor_gives_the_frameworks_own_layouts(
+    pool: WorkerPool, keras_source: Path, torch_source: Path
+) -> None:
+    assert read_tensor("keras", keras_source, "conv", "weight", pool).shape == (3, 3, 3, 4)  # HWIO
+    assert read_tensor("keras", keras_source, "dense", "weight", pool).shape == (4, 5)  # [in, out]
+    assert read_tensor("keras", keras_source, "bn", "bias", pool).shape == (4,)  # beta
+    assert read_tensor("keras", keras_source, "relu", "weight", pool) is None
+    assert read_tensor("torch", torch_source, "conv1", "weight", pool).shape == (8, 3, 3, 3)
+    assert read_tensor("torch", torch_source, "fc", "weight", pool).shape == (5, 8)
+    assert read_tensor("torch", torch_source, "pool", "weight", pool) is None
+
+
+def test_edits_a_framework_cannot_express_are_skipped_with_reasons(
+    pool: WorkerPool, keras_source: Path, torch_source: Path, tmp_path: Path
+) -> None:
+    keras_edits = [
+        Edit("set_attr", "conv", "pads", [0, 0, 2, 2]),
+        Edit("set_attr", "conv", "strides", [2, 2]),
+        Edit("remove_node", "relu"),
+        Edit("set_attr", "nowhere", "epsilon", 0.1),
+    ]
+    result = apply_edits("keras", keras_source, keras_edits, {}, tmp_path / "k.keras", pool)
+    assert [e.field for e in result.applied] == ["strides"]
+    reasons = [s.reason for s in result.skipped]
+    assert "neither 'same' nor 'valid'" in reasons[0]
+    assert reasons[1:] == [
+        "removing a layer is not written for Keras models",
+        "no layer named 'nowhere' in the model",
+    ]
+    torch_edits = [
+        Edit("set_attr", "conv2", "pads", [0, 0, 1, 1]),
+        Edit("set_attr", "pool", "strides", [1, 1]),
+        Edit("set_tensor", "fc", "weight", "w"),
+        Edit("remove_node", "relu2"),
+    ]
+    tensors = {"w": np.zeros((5, 9), np.float32)}
+    result = apply_edits("torch", torch_source, torch_edits, tensors, tmp_path / "t.pt2", pool)
+    assert [f"{e.layer}.{e.field}" for e in result.applied] == ["pool.strides", "relu2."]
+    ops = _value(pool.call("torch", "convdiff.repair.torch_apply:file_ops", path=str(result.out)))
+    assert [name for _, name, _ in ops] == ["conv1", "bn1", "relu", "pool", "conv2", "gap", "fc"]
+    assert [s.reason.split(":")[0] for s in result.skipped] == [
+        "torch pads both sides alike; [0, 0, 1, 1] needs an explicit F.pad",
+        "fc.weight has shape [5, 8], the patch [5, 9]",
+    ]
+    with pytest.raises(ConvdiffError, match="refusing to overwrite"):
+        apply_edits("torch", torch_source, [], {}, torch_source, pool)
+    with pytest.raises(ConvdiffError, match="writes .keras files"):
+        apply_edits("keras", keras_source, [], {}, tmp_path / "k.h5", pool)
+
+
+def test_a_saved_model_target_is_still_refused(
+    pool: WorkerPool, keras_source: Path, tmp_path: Path
+) -> None:
+    saved = _value(
+        pool.call(
+            "tf",
+            "tests.tiny.keras_models:write_saved_model",
+            keras_path=str(keras_source),
+            out_dir=str(tmp_path / "saved"),
+        )
+    )
+    with pytest.raises(ConvdiffError, match="a graph of TF ops with no layers to edit"):
+        _repair(pool, keras_source, Path(saved), tmp_path / "fixed", tmp_path / "work")
+
+
+def test_keras_names_map_conversion_ops_onto_layers() -> None:
+    classes = {
+        "image": "InputLayer",
+        "conv": "Conv2D",
+        "conv_1": "Conv2D",
+        "bn": "BatchNormalization",
+    }
+    classes |= {"relu": "ReLU", "dense": "Dense", "softmax": "Softmax"}
+    ops = [
+        # TFLite fuses BN and ReLU into the conv: the op's name holds all three scopes
+        ("conv2d", "m_1/relu_1/Relu;m_1/bn_1/batchnorm/add_1;m_1/conv_1/convolution", 0),
+        # the second conv, "conv_1", under TF's "_1" suffix: its scope is conv_1_1
+        ("conv2d", "m_1/conv_1_1/convolution;m_1/conv_1_1/BiasAdd", 1),
+        ("dense", "m_1/dense_1/MatMul;m_1/dense_1/BiasAdd", 2),
+        ("softmax", "StatefulPartitionedCall_1:0", 3),
+        ("relu", "StatefulPartitionedCall/m_1/relu_1/Relu", 4),
+    ]
+    assert keras_names(ops, classes) == {
+        ops[0][1]: "conv",
+        ops[1][1]: "conv_1",
+        ops[2][1]: "dense",
+        ops[4][1]: "relu",
+    }
