@@ -75,12 +75,17 @@ def load_module(framework: str, path: str, work_dir: Path | None = None) -> Impo
 
 
 def _load_onnx(path: str) -> Imported:
-    """ONNX through TVM's frontend, constant-mode Pad kept as ``relax.nn.pad``.
+    """ONNX through TVM's frontend, with two ops imported as the other frontends do.
 
     TVM 0.27's ONNX Pad converter emits ``call_tir(pad)`` (a TE kernel whose widths live only in
     TIR), batch static or not, so canonicalization could not fold tf2onnx's Pad into the next
     Conv as it folds TFLite's PAD (a relax.nn.pad): MobileNetV2's four stride-2 depthwise convs
-    then looked unpadded. :func:`_onnx_importer` emits the Relax op instead."""
+    then looked unpadded. :func:`_onnx_importer` emits the Relax op instead.
+
+    A Gather of constant non-negative indices becomes a plain ``take``: TVM wraps every index
+    in run-time arithmetic on the input's shape (``where(i < 0, i + shape_of(x)[axis], i)``),
+    which the .pt2 import of the same model has not (torchvision InceptionV3's
+    transform_input: 3 takes became 7 ``other`` layers each and nothing aligned)."""
     import onnx
 
     model = onnx.load(path)
@@ -104,7 +109,8 @@ def _from_onnx(model: Any) -> Any:
 
 
 def _onnx_importer() -> type:
-    """TVM's ONNXGraphImporter with a constant-mode Pad of constant widths as relax.nn.pad."""
+    """TVM's ONNXGraphImporter with a constant-mode Pad of constant widths as relax.nn.pad and a
+    Gather at constant non-negative indices as relax.take (see :func:`_load_onnx`)."""
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
@@ -124,9 +130,25 @@ def _onnx_importer() -> type:
                 width = [int(w) for pair in zip(before, after, strict=True) for w in pair]
                 pad = relax.op.nn.pad(inputs[0], width, "constant", float(value))
                 return self.bb.normalize(pad)
+            if op_name == "Gather" and _constant_indices(inputs):
+                axis = int(attrs.get("axis", 0))
+                return self.bb.normalize(relax.op.take(inputs[0], inputs[1], axis))
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
     return _Importer
+
+
+def _constant_indices(inputs: list) -> bool:
+    """Gather of a tensor at constant indices that need no wrapping (all >= 0)."""
+    import tvm
+    from tvm import relax
+
+    data, indices = inputs[0], inputs[1]
+    if isinstance(data, (relax.ShapeExpr, tvm.ir.GenericConst)):
+        return False  # TVM's converter folds these itself
+    if not isinstance(indices, tvm.ir.GenericConst):
+        return False
+    return bool(np.all(indices.value.numpy() >= 0))
 
 
 def _load_tflite(path: str, work_dir: Path) -> Imported:
