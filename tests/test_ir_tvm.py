@@ -18,6 +18,7 @@ from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.workers import WorkerPool
+from tests.tiny.faults import fault_base
 from tests.tiny.ir_models import tiny_rich_cnn
 
 REFUSAL = (
@@ -113,6 +114,23 @@ def test_keras_through_tflite_equals_keras_through_tf2onnx(
     assert a.layers[0].shape == [1, 3, 8, 8]  # NHWC input read as logical NCHW
     assert b.layers[0].shape == [-1, 3, 8, 8]  # tf2onnx keeps the free batch
     _assert_same(a, b)
+
+
+def test_a_keras_model_whose_route_fails_takes_the_other_route(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """onnx2keras' channels_first model of the fault base: TVM's TFLite frontend fails on the
+    TFLiteConverter's file (expand_dims), so the import takes the tf2onnx route and says why."""
+    base = fault_base(tmp_path / "base.onnx")
+    keras_path = _convert(pool, "onnx", "keras", str(base), tmp_path / "keras")
+    graph, info = import_via_pool(pool, "keras", keras_path, tmp_path / "tvm", route="tflite")
+    assert graph is not None, info.get("error")
+    assert graph.meta["route"] == info["route"] == "keras -> onnx (tf2onnx)"
+    assert info["notes"][0].startswith(
+        "the tflite route failed (TVM import failed: TypeError: expand_dims() takes 2 "
+    )
+    assert info["notes"][0].endswith("); took the onnx route")
+    assert graph.ops().count("conv2d") == 2
 
 
 def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(

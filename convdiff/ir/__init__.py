@@ -46,28 +46,55 @@ def import_via_pool(
 
     Returns the (raw, not canonicalized) graph, or None with ``info["error"]`` saying which
     step failed; ``info`` holds the import task's value and, for Keras/TF, the route taken.
+    A Keras/TF model whose route conversion (or its TVM import) fails takes the other route
+    (onnx2keras files, say, crash the TFLiteConverter on int64 MEAN axes); ``info["notes"]``
+    then says why.
     """
-    out = Path(out_dir)
-    info: dict[str, Any] = {"framework": framework, "route": None}
-    if framework in ("keras", "tf"):
-        if route not in KERAS_ROUTES:
-            raise ValueError(f"unknown route {route!r}; expected one of {tuple(KERAS_ROUTES)}")
-        converted = pool.call(
-            "tf",
-            "convdiff.tasks:convert",
-            src=framework,
-            dst=KERAS_ROUTES[route],
-            src_path=str(path),
-            out_dir=str(out / f"route-{route}"),
-            options={"tflite_opt": "none"} if route == "tflite" else {},
+    if framework not in ("keras", "tf"):
+        return _import(
+            pool, framework, path, Path(out_dir), {"framework": framework, "route": None}
         )
-        info["route"] = (
-            f"{framework} -> {route} ({'TFLiteConverter' if route == 'tflite' else 'tf2onnx'})"
-        )
-        if not converted:
-            info["error"] = f"route conversion failed: {converted.error_type}: {converted.message}"
-            return None, info
-        framework, path = KERAS_ROUTES[route], converted.value["path"]
+    if route not in KERAS_ROUTES:
+        raise ValueError(f"unknown route {route!r}; expected one of {tuple(KERAS_ROUTES)}")
+    failures: list[str] = []
+    for choice in (route, *(r for r in KERAS_ROUTES if r != route)):
+        graph, info = _via_route(pool, framework, path, Path(out_dir), choice)
+        if graph is not None:
+            if failures:
+                notes = [
+                    f"the {r} route failed ({why}); took the {choice} route" for r, why in failures
+                ]
+                info["notes"] = [*notes, *(info.get("notes") or [])]
+            return graph, info
+        failures.append((choice, info["error"]))
+    info["error"] = "; ".join(f"{r} route: {why}" for r, why in failures)
+    return None, info
+
+
+def _via_route(
+    pool: Any, framework: str, path: str | Path, out: Path, route: str
+) -> tuple[CanonicalGraph | None, dict[str, Any]]:
+    """A Keras/TF model converted at full float precision, then imported."""
+    tool = "TFLiteConverter" if route == "tflite" else "tf2onnx"
+    info: dict[str, Any] = {"framework": framework, "route": f"{framework} -> {route} ({tool})"}
+    converted = pool.call(
+        "tf",
+        "convdiff.tasks:convert",
+        src=framework,
+        dst=KERAS_ROUTES[route],
+        src_path=str(path),
+        out_dir=str(out / f"route-{route}"),
+        options={"tflite_opt": "none"} if route == "tflite" else {},
+    )
+    if not converted:
+        info["error"] = f"route conversion failed: {converted.error_type}: {converted.message}"
+        return None, info
+    return _import(pool, KERAS_ROUTES[route], converted.value["path"], out, info)
+
+
+def _import(
+    pool: Any, framework: str, path: str | Path, out: Path, info: dict[str, Any]
+) -> tuple[CanonicalGraph | None, dict[str, Any]]:
     outcome = pool.call(
         "tvm", f"{TVM_IMPORT}:import_graph", framework=framework, path=str(path), out_dir=str(out)
     )
