@@ -9,13 +9,16 @@ its TFLite conversion (cached). Then, alternately and ``--runs`` times, from thi
   model (``convdiff.ir.tvm_import:run_tvm``, in a ``tvm`` worker);
 - `convdiff localize SOURCE.keras TARGET.tflite --stages weights,hyperparams,graph` (the same
   route conversion and two TVM imports, then canonicalization, alignment and the stages; no
-  compile, no run).
+  compile, no run), or with ``--stages all`` the default localization (also both models on
+  their own runtimes over the sample images, and one TVM compile per model run on at most 4
+  images, with the activations of the disagreeing ones).
 
 Both are timed the same way, so machine noise hits both alike. Reported: medians of wall time
 and their ratio, and the peak resident memory of the whole process tree (the CLI and its
 workers, summed; sampled from /proc every 50 ms).
 
     .venv/bin/python scripts/bench_localize.py [--runs 3] [--models mobilenetv2,inceptionv3]
+        [--stages weights,hyperparams,graph | all] [--tflite-opt none | dynamic-range]
 """
 
 from __future__ import annotations
@@ -114,11 +117,13 @@ def baseline(source: str, target: str, inputs: str, out: str) -> None:
             assert ran, ran.message
 
 
-def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
+def bench_model(
+    model: str, runs: int, work: Path, env: dict[str, str], stages: str, tflite_opt: str
+) -> dict:
     warm = work / f"{model}-warm"
     subprocess.run(
         [*CONVDIFF, "run", model, "--src", "keras", "--dst", "tflite", "--out", str(warm)]
-        + ["--quiet"],
+        + ["--tflite-opt", tflite_opt, "--quiet"],
         check=False,
         cwd=ROOT,
         env=env,
@@ -142,7 +147,7 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
         base_peak.append(peak)
         out = work / f"{model}-loc-{i}"
         wall, peak, _ = timed(
-            [*CONVDIFF, "localize", source, target, "--stages", "weights,hyperparams,graph"]
+            [*CONVDIFF, "localize", source, target, "--stages", stages]
             + ["--out", str(out), "--quiet"],
             env,
         )
@@ -152,6 +157,8 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
     med = statistics.median
     return {
         "model": model,
+        "stages": stages,
+        "tflite_opt": tflite_opt,
         "runs": runs,
         "baseline_wall_s": med(base_wall),
         "localize_wall_s": med(loc_wall),
@@ -168,16 +175,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="mobilenetv2,inceptionv3")
+    parser.add_argument("--stages", default="weights,hyperparams,graph")
+    parser.add_argument("--tflite-opt", default="none", choices=["none", "dynamic-range"])
     parser.add_argument("--baseline", nargs=4, metavar=("SOURCE", "TARGET", "X_NPZ", "OUT"))
     args = parser.parse_args()
     if args.baseline:
         baseline(*args.baseline)
         return
+    stages = "inputs,tools,weights,hyperparams,graph" if args.stages == "all" else args.stages
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     results = []
     with tempfile.TemporaryDirectory(prefix="convdiff-bench-localize-") as tmp:
         for model in args.models.split(","):
-            results.append(bench_model(model, args.runs, Path(tmp), env))
+            results.append(bench_model(model, args.runs, Path(tmp), env, stages, args.tflite_opt))
     print(
         "| model | baseline wall s | localize wall s | wall ratio | baseline peak MB | "
         "localize peak MB | peak ratio | findings |"

@@ -124,7 +124,10 @@ def repair(
                 f"the target could not be run on the images: {_run_error(found.runs)}",
                 "repair needs both models to run; see localize/report.json",
             )
-        report.passes = {"native": 3 if (runs / "y-target-own.npz").exists() else 2, "tvm": 2}
+        report.passes = {  # native: over every image; tvm: one compile, a few images each
+            "native": 3 if (runs / "y-target-own.npz").exists() else 2,
+            "tvm": len(list(runs.glob("y-*-tvm.npz"))),
+        }
         with progress.step("planning the patch"):
             patch = plan(found.context, found.findings, Path(report.source), target.file, fmt, pool)
         y_src = _outputs(runs / "y-source.npz")
