@@ -399,7 +399,7 @@ def localize(ctx: click.Context, stages: str, quiet: bool, **options: object) ->
 @click.pass_context
 def repair(ctx: click.Context, output: Path, quiet: bool, **options: object) -> None:
     """Localize TARGET_MODEL's faults against SOURCE_MODEL, patch them, verify, write OUTPUT
-    (exit 0 the output agrees with the source, 1 a discrepancy remains)."""
+    (exit 0 the target agrees with the source, repaired or already; 1 a discrepancy remains)."""
     from convdiff.progress import Progress
     from convdiff.repair.command import RepairConfig, summary
     from convdiff.repair.command import repair as run_repair

@@ -48,8 +48,8 @@ def localize_run(
     steps = Progress(stream=progress.stream, enabled=progress.enabled)  # not "[6/5]"
     try:
         result = localize(localize_config, steps, pool)
-    except ConvdiffError as exc:
-        return _record(report, Localization(str(out), "failed", error=str(exc)))
+    except Exception as exc:  # advice on top of a verdict: recorded, never raised
+        return _record(report, Localization(str(out), "failed", error=_why(exc)))
     counts = {s: sum(1 for f in result.faults if f.stage == s) for s in STAGES}
     status = "findings" if result.faults else "crashed" if result.crashes else "no_finding"
     if result.error:  # a model TVM cannot import: the inputs and tools stages still ran
@@ -83,8 +83,8 @@ def repair_run(
     steps = Progress(stream=progress.stream, enabled=progress.enabled)
     try:
         result = repair(RepairConfig(localize_config, output, out), steps, pool)
-    except ConvdiffError as exc:
-        report.repair = {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # advice on top of a verdict: recorded, never raised
+        report.repair = {"status": "failed", "error": _why(exc)}
         report.write(Path(report.out_dir) / "report.json")
         return report.repair
     found = "findings" if result.findings else "no_finding"
@@ -127,6 +127,13 @@ def _localize_config(report: RunReport, config: RunConfig, out: Path) -> Any:
         run_report=Path(report.out_dir) / "report.json",
         batch_size=config.batch_size,
     )
+
+
+def _why(exc: Exception) -> str:
+    """A user error as its message; anything else as convdiff's own bug, named as such."""
+    if isinstance(exc, ConvdiffError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc} (please report it)"
 
 
 def source_spec(preprocessing: dict[str, Any]) -> PreprocessSpec | None:

@@ -527,7 +527,11 @@ def _activation_rows(
     if act.get("note") and not act.get("indices"):
         return act
     if "error" in act.get("source", {}) or "error" in act.get("target", {}):
-        errors = [f"{side}: {act[side]['error']}" for side in ("source", "target") if side in act]
+        errors = [
+            f"{side}: {act[side]['error']}"
+            for side in ("source", "target")
+            if "error" in act.get(side, {})
+        ]
         act["note"] = "no activation evidence (" + "; ".join(errors) + ")"
         return act
     with np.load(act["source"]["npz"]) as xa, np.load(act["target"]["npz"]) as xb:

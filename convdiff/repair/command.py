@@ -66,7 +66,8 @@ class RepairReport:
 
     @property
     def exit_code(self) -> int:
-        """0 the output agrees with the source, 1 a discrepancy remains."""
+        """0 the target agrees with the source (repaired, or already), 1 a discrepancy
+        remains."""
         return 0 if self.verify.get("after", {}).get("agrees") else 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,6 +248,8 @@ def summary(report: RepairReport) -> str:
     lines += [f"  {line}" for line in report.edits[:20]]
     if report.status in ("repaired", "improved"):
         lines.append(f"repaired model: {report.output}")
+    else:
+        lines.append("no edit was kept: no repaired model was written")
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"patch: {report.patch}")
     return "\n".join(lines)

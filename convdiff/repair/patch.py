@@ -83,7 +83,7 @@ class Patch:
     ``tensors`` holds the arrays that ``set_tensor`` edits name; it is not part of the JSON
     (:meth:`save` writes it beside, as ``<patch>.npz``)."""
 
-    target: dict[str, str]  # name, format (onnx | tflite), sha256
+    target: dict[str, str]  # name, format (one of FORMATS), sha256
     source: dict[str, str]  # name, sha256
     edits: list[Edit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

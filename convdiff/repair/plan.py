@@ -93,6 +93,7 @@ class _Planner:
         self.source_of = {p.b: p.a for p in ctx.alignment.pairs}
         self.maps: dict[str, FileMap] = {}  # target layer id -> its weight's file map
         self.done: set[tuple[str, str]] = set()
+        self.stored: dict[tuple[str, str], np.ndarray | None] = {}  # (layer, param) as stored
 
     def add(self, finding: Finding) -> None:
         handler = getattr(self, f"_{finding.stage}", None)
@@ -129,6 +130,9 @@ class _Planner:
             for field, new, old in (("clip_min", src[0], dst[0]), ("clip_max", src[1], dst[1])):
                 if new != old:
                     self._attr(f, layer, field, new, old)
+            return
+        if f.kind == "resize":
+            self._cannot(f, "resize settings are not written into patches yet")
             return
         if f.kind == "activation":
             self._attr(
@@ -177,7 +181,7 @@ class _Planner:
         name = f.target_layer or layer_id
         wanted = self.ctx.a[source_id].params.get(param)
         current = self.ctx.b[layer_id].params.get(param)
-        stored = read_tensor(self.fmt, self.target, name, param, self.pool)
+        stored = self._read(name, param)
         if wanted is None:  # the source has none: the target's must contribute nothing
             wanted = np.zeros_like(current) if current is not None else None
         if wanted is None:
@@ -198,7 +202,7 @@ class _Planner:
 
     def _weight_map(self, layer_id: str, name: str) -> FileMap | None:
         if layer_id not in self.maps:
-            stored = read_tensor(self.fmt, self.target, name, "weight", self.pool)
+            stored = self._read(name, "weight")
             canonical = self.ctx.b[layer_id].params.get("weight")
             if stored is None or canonical is None:
                 return None
@@ -207,6 +211,13 @@ class _Planner:
                 return None
             self.maps[layer_id] = found
         return self.maps[layer_id]
+
+    def _read(self, name: str, param: str) -> np.ndarray | None:
+        """The tensor as the file stores it, read once (a Keras/torch read loads the model)."""
+        key = (name, param)
+        if key not in self.stored:
+            self.stored[key] = read_tensor(self.fmt, self.target, name, param, self.pool)
+        return self.stored[key]
 
     def _bias_to_file(
         self,
@@ -253,8 +264,6 @@ def fit(stored: np.ndarray, canonical: np.ndarray) -> FileMap | None:
         for p in itertools.permutations(range(stored.ndim))
         if stored.transpose(p).shape == canonical.shape
     ]
-    if not candidates and stored.size == canonical.size:  # e.g. depthwise [1,H,W,C] kept 4-D
-        return None
     best: tuple[float, FileMap] | None = None
     for perm in candidates:
         moved = stored.transpose(perm)

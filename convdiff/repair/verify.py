@@ -119,7 +119,9 @@ def verify(
             applied = apply_edits(fmt, target, candidate, tensors, path, pool)
             now = measure(run_target(path))
             result.passes += 1
-            keep = now.not_worse_than(result.after) and bool(applied.applied)
+            # kept only if the applier wrote one of this trial's own edits
+            wrote = any(e in applied.applied for e in trial)
+            keep = wrote and now.not_worse_than(result.after)
             result.steps.append(
                 Step(
                     stage,

@@ -115,7 +115,8 @@ def divergence_findings(ctx: StageContext) -> list[Finding]:
             ),
             f"compare the target's {row['op']} {target}"
             + (f" (with {', '.join(folded)} folded in)" if folded else "")
-            + f" with the source's {source}: its inputs still match, its outputs do not",
+            + f" with the source's {source}: "
+            + ("its inputs still match, its outputs do not" if agree else f"{inputs} already"),
         )
     ]
 
