@@ -380,18 +380,20 @@ def measure_runs(
             y_dst, error = _native(
                 pool, config, target, runs / "x-source.npz", runs / "y-target.npz"
             )
-    if error is not None:
-        failed: dict[str, Any] = {stage: {"error": error} for stage in wanted}
+
+    def failed(why: str) -> dict[str, Any]:
+        """Every wanted stage's evidence is the error: those stages crash, the others run."""
+        evidence: dict[str, Any] = {stage: {"error": why} for stage in wanted}
         if sides is not None:
-            failed["activations"] = {"note": f"no activation evidence: {error}"}
-        return failed
+            evidence["activations"] = {"note": f"no activation evidence: {why}"}
+        return evidence
+
+    if error is not None:
+        return failed(error)
     try:
         pair = compare(y_src, y_dst, names, accepted)
     except ValueError as exc:  # outputs of other sizes (not 1001 against 1000 classes)
-        failed = {stage: {"error": str(exc)} for stage in wanted}
-        if sides is not None:
-            failed["activations"] = {"note": f"no activation evidence: {exc}"}
-        return failed
+        return failed(str(exc))
     same = _metrics(pair)
     if "inputs" in wanted:
         evidence["inputs"] = _inputs_evidence(

@@ -151,7 +151,7 @@ def test_cli_repair_and_patch_apply(base: Path, tmp_path: Path) -> None:
     assert other.output.startswith("error: the patch was written for faulty.onnx (sha256 ")
     again = runner.invoke(cli, ["repair", str(base), str(target), "-o", str(target)])
     assert again.exit_code == 2
-    assert "is the target itself" in again.output
+    assert "refusing to overwrite the input model" in again.output
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -190,6 +190,19 @@ def _pool(pool: WorkerPool | None) -> Iterator[WorkerPool]:
         yield workers
 
 
+def check_output(fmt: str, target: Path, out: Path) -> None:
+    """Refuse, before any work, an output this applier cannot write: the input itself, another
+    suffix than the target's, or a Keras/torch file of a kind it does not edit."""
+    _check_paths(target, out)
+    if fmt in WORKER_APPLIERS:
+        _check_suffix(fmt, target, out)
+    if out.suffix != target.suffix:
+        raise ConvdiffError(
+            f"the output {out.name} does not have the target's suffix {target.suffix}",
+            f"name the repaired model *{target.suffix}: it is written in the target's format",
+        )
+
+
 def _check_suffix(fmt: str, target: Path, out: Path) -> None:
     suffixes = WORKER_APPLIERS[fmt][2]
     for path, what in ((target, "target"), (out, "output")):

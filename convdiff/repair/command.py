@@ -24,7 +24,7 @@ from convdiff.errors import ConvdiffError
 from convdiff.frameworks import framework
 from convdiff.localize import LocalizeConfig, localize
 from convdiff.progress import Progress
-from convdiff.repair.apply import apply_edits
+from convdiff.repair.apply import apply_edits, check_output
 from convdiff.repair.patch import FORMATS, diff_view
 from convdiff.repair.plan import plan
 from convdiff.repair.verify import agreement, to_json, verify
@@ -91,16 +91,7 @@ def repair(
             "layers to edit",
             "repair the Keras model it was exported from, or the onnx/tflite hop of its chain",
         )
-    suffix = {"keras": ".keras", "torch": ".pt2"}.get(fmt)
-    if suffix and target.file.suffix != suffix:
-        raise ConvdiffError(
-            f"repair writes {framework(fmt).title} models as {suffix}; the target is "
-            f"{target.file.name}",
-            "save the Keras model as .keras"
-            if fmt == "keras"
-            else "export the model with torch.export (.pt2)",
-        )
-    _check_output(config.output, target.file)
+    check_output(fmt, target.file, config.output)
     out = prepare_out_dir(config.out, f"repair-{target.name}")
     report = RepairReport(
         source=str(Path(config.localize.source).resolve()),
@@ -181,19 +172,6 @@ def _status(result: Any, had_faults: bool) -> str:
     if not result.kept:
         return "unchanged"
     return "repaired" if result.after.agrees else "improved"
-
-
-def _check_output(output: Path, target: Path) -> None:
-    if output.resolve() == target.resolve():
-        raise ConvdiffError(
-            f"the output {output} is the target itself",
-            "repair never overwrites its input: pass another -o",
-        )
-    if output.suffix != target.suffix:
-        raise ConvdiffError(
-            f"the output {output.name} does not have the target's suffix {target.suffix}",
-            f"name the repaired model *{target.suffix}: it is written in the target's format",
-        )
 
 
 def _infer(pool: WorkerPool, fmt: str, path: Path, inputs: Path, batch_size: int) -> np.ndarray:
