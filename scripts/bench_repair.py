@@ -8,8 +8,9 @@ alternately and ``--runs`` times, from this process:
   the Keras source and the .tflite target each loaded and run once on the sample images,
   through the same worker pool (framework imports included), as the research prototype did
   once per candidate edit;
-- `convdiff repair SOURCE.keras TARGET.tflite -o FIXED.tflite` (all localization stages, the
-  patch plan, the verify loop, the repaired file).
+- `convdiff repair SOURCE.keras TARGET.tflite -o FIXED.tflite --preprocess inception` (the
+  Keras zoo models' own preprocessing, as the run fed them; all localization stages, the patch
+  plan, the verify loop, the repaired file).
 
 Both are timed the same way, so machine noise hits both alike. Reported: medians of wall time,
 the repair's cost in baseline passes (wall ratio), the native inference passes over the image
@@ -79,7 +80,7 @@ def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
         out = work / f"{model}-repair-{i}"
         wall, peak, _ = timed(
             [*CONVDIFF, "repair", source, target, "-o", str(out / "fixed.tflite")]
-            + ["--out", str(out), "--quiet"],
+            + ["--preprocess", "inception", "--out", str(out), "--quiet"],
             env,
         )
         rep_wall.append(wall)
