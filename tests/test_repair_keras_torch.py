@@ -85,86 +85,56 @@ def _assert_repaired(report: RepairReport, expected: list[str]) -> None:
     assert report.verify["dropped"] == []
 
 
-@pytest.mark.parametrize("fault", KERAS_FAULTS)
-def test_keras_target_fault_is_repaired(
-    pool: WorkerPool, keras_source: Path, tmp_path: Path, fault: str
+# per framework: worker kind, suffix, its source fixture, its faults' expected edits
+FRAMEWORKS = {
+    "keras": ("tf", ".keras", "keras_source", KERAS_EDITS),
+    "torch": ("torch", ".pt2", "torch_source", TORCH_EDITS),
+}
+CASES = [("keras", f) for f in KERAS_FAULTS] + [("torch", f) for f in TORCH_FAULTS]
+
+
+def _target(pool: WorkerPool, fw: str, source: Path, out: Path, fault: str) -> Path:
+    kind = FRAMEWORKS[fw][0]
+    made = pool.call(
+        kind, f"tests.tiny.repair_frameworks:{fw}_fault", source=str(source), out=str(out),
+        fault=fault,
+    )  # fmt: skip
+    return Path(_value(made))
+
+
+@pytest.mark.parametrize(("fw", "fault"), CASES)
+def test_keras_and_torch_target_faults_are_repaired(
+    pool: WorkerPool, request: pytest.FixtureRequest, tmp_path: Path, fw: str, fault: str
 ) -> None:
-    target = Path(
-        _value(
-            pool.call(
-                "tf",
-                "tests.tiny.repair_frameworks:keras_fault",
-                source=str(keras_source),
-                out=str(tmp_path / "target.keras"),
-                fault=fault,
-            )
-        )
-    )
+    kind, suffix, source_fixture, edits = FRAMEWORKS[fw]
+    source = request.getfixturevalue(source_fixture)
+    target = _target(pool, fw, source, tmp_path / f"target{suffix}", fault)
     before = sha256_of(target)
-    fixed = tmp_path / "fixed.keras"
-    report = _repair(pool, keras_source, target, fixed, tmp_path / "work")
-    _assert_repaired(report, KERAS_EDITS[fault])
+    fixed = tmp_path / f"fixed{suffix}"
+    report = _repair(pool, source, target, fixed, tmp_path / "work")
+    _assert_repaired(report, edits[fault])
     assert sha256_of(target) == before  # the input is never overwritten
-    # the repaired file loads in Keras with the source's weights and settings
-    want, want_settings = _weights(pool, "tf", "keras_weights", keras_source)
-    got, got_settings = _weights(pool, "tf", "keras_weights", fixed)
+    # the repaired file loads in its framework with the source's weights and settings
+    # (Keras: strides and padding of each layer; torch: conv strides and paddings)
+    want, want_settings = _weights(pool, kind, f"{fw}_weights", source)
+    got, got_settings = _weights(pool, kind, f"{fw}_weights", fixed)
     assert got_settings == want_settings
     assert sorted(got) == sorted(want)
     for key, value in want.items():
         np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-6, err_msg=key)
     # the patch applies again, to the very bytes repair wrote, under any output name
     patch = tmp_path / "work" / "patch.json"
-    again = apply_patch(patch, target, tmp_path / "again" / "other.keras", pool)
+    again = apply_patch(patch, target, tmp_path / "again" / f"other{suffix}", pool)
     assert again.out.read_bytes() == fixed.read_bytes()
     assert [f"{e.layer}.{e.field}" for e in again.applied] == [
         f"{e['layer']}.{e['field']}" for e in json.loads(patch.read_text())["edits"]
     ]
 
 
-@pytest.mark.parametrize("fault", TORCH_FAULTS)
-def test_torch_target_fault_is_repaired(
-    pool: WorkerPool, torch_source: Path, tmp_path: Path, fault: str
-) -> None:
-    target = Path(
-        _value(
-            pool.call(
-                "torch",
-                "tests.tiny.repair_frameworks:torch_fault",
-                source=str(torch_source),
-                out=str(tmp_path / "target.pt2"),
-                fault=fault,
-            )
-        )
-    )
-    before = sha256_of(target)
-    fixed = tmp_path / "fixed.pt2"
-    report = _repair(pool, torch_source, target, fixed, tmp_path / "work")
-    _assert_repaired(report, TORCH_EDITS[fault])
-    assert sha256_of(target) == before
-    want, want_args = _weights(pool, "torch", "torch_weights", torch_source)
-    got, got_args = _weights(pool, "torch", "torch_weights", fixed)
-    assert got_args == want_args  # conv strides and paddings
-    assert sorted(got) == sorted(want)
-    for key, value in want.items():
-        np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-6, err_msg=key)
-    again = apply_patch(tmp_path / "work" / "patch.json", target, tmp_path / "b.pt2", pool)
-    assert again.out.read_bytes() == fixed.read_bytes()
-
-
 def test_patch_apply_cli_runs_its_own_workers(
     pool: WorkerPool, torch_source: Path, tmp_path: Path
 ) -> None:
-    target = Path(
-        _value(
-            pool.call(
-                "torch",
-                "tests.tiny.repair_frameworks:torch_fault",
-                source=str(torch_source),
-                out=str(tmp_path / "target.pt2"),
-                fault="conv1_scaled",
-            )
-        )
-    )
+    target = _target(pool, "torch", torch_source, tmp_path / "target.pt2", "conv1_scaled")
     _repair(pool, torch_source, target, tmp_path / "fixed.pt2", tmp_path / "work")
     runner = CliRunner()
     patch = str(tmp_path / "work" / "patch.json")
