@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from convdiff.cli import cli
 from convdiff.errors import ConvdiffError
-from convdiff.localize import LocalizeConfig, keras_names
+from convdiff.ir.file_names import keras_names
+from convdiff.localize import LocalizeConfig
 from convdiff.progress import Progress
 from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
 from convdiff.repair.command import RepairConfig, RepairReport, repair

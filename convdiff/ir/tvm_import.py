@@ -273,7 +273,6 @@ def run_tvm(
     layers: list[str] | None = None,
     images: list[int] | None = None,
     activations_npz: str | None = None,
-    all_images: bool = True,
     run_images: list[int] | None = None,
 ) -> dict[str, Any]:
     """Compile the imported module for llvm ONCE and run it on ``x`` (NHWC) of ``inputs_npz``.
@@ -285,9 +284,9 @@ def run_tvm(
     ``activations_npz``, the same compile also returns those intermediate tensors -- ``main``
     is rebuilt to return ``(output, *tensors)`` -- and the npz gets, per layer id, its output
     in *logical* layout (NCHW for 4-D) for the images ``images`` (indices into ``x``; all
-    when None), stacked on axis 0. ``all_images=False`` runs only those images, or the
-    images ``run_images`` (ascending indices, a superset of ``images``) when given; ``y`` then
-    holds their outputs only, in that order. Layer ids the module does not have are listed in
+    when None), stacked on axis 0. ``run_images`` (ascending indices, a superset of
+    ``images``) runs those images only, and ``y`` holds their outputs, in that order; None runs
+    them all (TVM untuned takes seconds per image). Layer ids the module does not have are listed in
     the value's ``activations["missing"]``; a mapping that cannot be trusted (ids unlike
     import_graph's) leaves the npz unwritten and says why in ``activations["error"]``.
     """
@@ -311,7 +310,7 @@ def run_tvm(
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     wanted = list(range(len(x))) if images is None else [int(i) for i in images]
-    run = list(range(len(x))) if all_images else [int(i) for i in run_images or wanted]
+    run = list(range(len(x))) if run_images is None else [int(i) for i in run_images]
     keep = set(wanted)
     step = len(x) if shape and shape[0] < 0 else max(shape[0], 1) if shape else 1
     chunks, acts = [], {lid: [] for lid, _, _ in exposed}

@@ -4,7 +4,7 @@ Child side: runs in a ``tf`` worker; the orchestrator reaches it through
 :mod:`convdiff.repair.apply`, tensors travel as .npz files.
 
 Layers are named as ``model.get_layer()`` takes them (the names
-:func:`convdiff.localize.file_names` maps the float conversion's op names onto, with
+:func:`convdiff.ir.file_names.file_names` maps the float conversion's op names onto, with
 :func:`layer_classes`). Tensors are Keras' own: Conv2D kernel HWIO, DepthwiseConv2D
 ``(H, W, in, multiplier)``, Dense ``[in, out]``, BatchNormalization gamma/beta for
 weight/bias; :func:`read_tensor_task` returns them as stored, and the planner finds the
@@ -259,7 +259,7 @@ def _date_saved(path: Path) -> str | None:
 
 def match_layer(file_name: str, kind: str, classes: dict[str, str]) -> list[str]:
     """The Keras layers a converted file's op name may stand for (see
-    :func:`convdiff.localize.keras_names`): the name's ``/`` and ``;`` separated parts that
+    :func:`convdiff.ir.file_names.keras_names`): the name's ``/`` and ``;`` separated parts that
     are layer names, as they are or without the ``_<n>`` suffix TF's name scopes add, whose
     class fits the op's kind."""
     found: list[str] = []

@@ -5,7 +5,7 @@ orchestrator reaches it through :mod:`convdiff.repair.apply`, tensors travel as 
 
 Names. TVM's ``from_exported_program`` emits one Relax op per aten op in graph order, so the
 k-th ``aten.conv2d`` node is the k-th ``conv2d`` of TVM's raw graph (:func:`file_ops` lists
-them for :func:`convdiff.localize.file_names`). A node is named by the module that owns its
+them for :func:`convdiff.ir.file_names.file_names`). A node is named by the module that owns its
 first parameter or buffer (``layer1.0.conv1`` for ``layer1.0.conv1.weight``, from the
 program's graph signature); a node without one (a pool, an activation) by the innermost
 module of its ``nn_module_stack``; a name two nodes would share falls back to the nodes' own

@@ -1,6 +1,6 @@
 """Activation evidence for the graph stage: where do the two models' intermediate outputs part?
 
-The orchestrator (:func:`convdiff.localize.measure_runs`) runs each model once on TVM on the
+The orchestrator (:func:`convdiff.localize_runs.measure_runs`) runs each model once on TVM on the
 images whose top-1 labels disagree, returning the output of every raw layer that stands for
 an aligned canonical layer (``Layer.tensor``), in logical NCHW layout. :func:`compare` walks the
 aligned pairs in the source graph's topological order and measures each pair's *relative

@@ -1,6 +1,6 @@
 """Stage 0, inputs: does the disagreement come from the inputs rather than from the model?
 
-Before any layer is blamed, the orchestrator (:func:`convdiff.localize.measure_runs`) runs the
+Before any layer is blamed, the orchestrator (:func:`convdiff.localize_runs.measure_runs`) runs the
 target twice on the same images: once on exactly the source's tensors (only the layout changed
 at the model's boundary) and once on its own framework's customary preprocessing. Each run is
 compared with the source's outputs. The target's own pipeline adding top-1 disagreement that

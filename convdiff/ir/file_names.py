@@ -1,0 +1,207 @@
+"""The names the model files give the layers of a canonical graph.
+
+Findings and patches name layers as the model files do (ONNX node names, TFLite op output
+tensor names, a torch.export program's module paths, Keras layer names). TVM's importers keep
+no names, but they emit one Relax op per file op in file order, so the k-th ``Conv`` node of
+an ONNX file is the k-th ``conv2d`` of its raw graph; a kind whose counts differ keeps the
+canonical ids.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convdiff.ir.graph import CanonicalGraph
+from convdiff.workers import WorkerPool
+
+ONNX_KINDS = {
+    "Conv": "conv2d",
+    "Gemm": "dense",
+    "MatMul": "dense",
+    "MaxPool": "pool_max",
+    "AveragePool": "pool_avg",
+    "GlobalAveragePool": "pool_global_avg",
+    "BatchNormalization": "batch_norm",
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softmax": "softmax",
+    "Concat": "concat",
+    "Clip": "clip",
+    "Resize": "resize",
+    "Pad": "pad",
+}
+TFLITE_KINDS = {
+    "CONV_2D": "conv2d",
+    "DEPTHWISE_CONV_2D": "conv2d",
+    "FULLY_CONNECTED": "dense",
+    "MAX_POOL_2D": "pool_max",
+    "AVERAGE_POOL_2D": "pool_avg",
+    "SOFTMAX": "softmax",
+    "CONCATENATION": "concat",
+    "RESIZE_BILINEAR": "resize",
+    "RESIZE_NEAREST_NEIGHBOR": "resize",
+    "PAD": "pad",
+    "PADV2": "pad",
+}
+
+
+def file_names(
+    raw: CanonicalGraph, pool: WorkerPool | None = None, model: Path | None = None
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Layer id -> name in the model file, and layer id -> op index in the file (see the
+    module docstring). Empty when the file cannot be read or is of another kind.
+
+    ``pool`` reads what needs a framework: a torch.export program's nodes
+    (:func:`convdiff.repair.torch_apply.file_ops`, in the ``torch`` worker) and, for a Keras
+    ``model`` that TVM imported through a float conversion (``raw.meta["route"]``), its layer
+    names (in the ``tf`` worker), onto which the conversion's op names are mapped
+    (:func:`keras_names`)."""
+    path, fw = raw.meta.get("path"), raw.meta.get("framework")
+    try:
+        if fw == "onnx":
+            ops = _onnx_ops(path)
+        elif fw == "tflite":
+            ops = _tflite_ops(path)
+        elif fw == "torch" and pool is not None:
+            ops = _torch_ops(pool, str(path))
+        else:
+            return {}, {}
+        if raw.meta.get("route") and model is not None and pool is not None:
+            ops = _keras_ops(pool, model, ops)
+    except Exception:  # names are a convenience: the canonical ids still identify layers
+        return {}, {}
+    names, index = {}, {}
+    for kind in dict.fromkeys(k for k, _, _ in ops):
+        in_file = [(name, i) for k, name, i in ops if k == kind]
+        layers = [lay.id for lay in raw.layers if _kind(raw, lay) == kind]
+        if len(in_file) == len(layers):
+            for lid, (name, i) in zip(layers, in_file, strict=True):
+                names[lid], index[lid] = name, i
+    return names, index
+
+
+def _torch_ops(pool: WorkerPool, path: str) -> list[tuple[str, str, int]]:
+    outcome = pool.call("torch", "convdiff.repair.torch_apply:file_ops", path=path)
+    if not outcome:
+        raise RuntimeError(outcome.message)
+    return [(str(k), str(n), int(i)) for k, n, i in outcome.value]
+
+
+def _keras_ops(
+    pool: WorkerPool, model: Path, ops: list[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """The float conversion's ops, renamed to the Keras layers they come from (a SavedModel
+    has no layers: its ops keep the conversion's names)."""
+    if Path(model).suffix not in (".keras", ".h5"):
+        return ops
+    outcome = pool.call("tf", "convdiff.repair.keras_apply:layer_classes", path=str(model))
+    if not outcome:
+        raise RuntimeError(outcome.message)
+    renamed = keras_names(ops, outcome.value)
+    return [(kind, renamed.get(name, name), i) for kind, name, i in ops]
+
+
+def keras_names(ops: list[tuple[str, str, int]], classes: dict[str, str]) -> dict[str, str]:
+    """Op name in a Keras model's conversion -> the Keras layer (``model.get_layer()``'s name).
+
+    A name such as ``tiny_cnn_1/relu_1/Relu;tiny_cnn_1/conv_1/convolution`` holds several
+    layers' name scopes, each perhaps with TF's ``_<n>`` suffix: the candidates are those whose
+    class makes the op's kind (:func:`convdiff.repair.keras_apply.match_layer`). A layer goes to
+    one op only: ops with one candidate left take it, which may leave one for another op, and
+    so on; the ops of a layer's own kind before the activations a converter fused into it. An
+    op still ambiguous keeps its own name."""
+    from convdiff.repair.keras_apply import KIND_CLASSES, match_layer
+
+    fused = ("softmax", "relu", "clip")
+    candidates = {
+        name: match_layer(name, kind, classes)
+        for kind, name, _ in sorted(ops, key=lambda op: op[0] in fused)
+        if kind in KIND_CLASSES
+    }
+    chosen: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, found in candidates.items():
+            left = [c for c in found if c not in chosen.values()]
+            if name not in chosen and len(left) == 1:
+                chosen[name], changed = left[0], True
+                break  # first come first served, in the order above
+    return chosen
+
+
+def _kind(raw: CanonicalGraph, layer: Any) -> str:
+    """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants."""
+    if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
+        before = raw[layer.inputs[0]]
+        scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
+        return "" if layer.op == "minimum" and scalar_max else "clip"
+    return layer.op
+
+
+def _onnx_ops(path: str) -> list[tuple[str, str, int]]:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    weights = {init.name for init in model.graph.initializer}
+    return [
+        (ONNX_KINDS[n.op_type], _onnx_name(n, weights), i)
+        for i, n in enumerate(model.graph.node)
+        if n.op_type in ONNX_KINDS
+    ]
+
+
+def _onnx_name(node: Any, weights: set[str]) -> str:
+    """The node's name; for tf2onnx's generated ones (``Conv__10``) its weight's TF name,
+    which holds the Keras layer's (``tiny_cnn_1/conv_1/convolution/merged_input``)."""
+    name = node.name or node.output[0]
+    if re.search(r"__\d+$", name):
+        weight = next((i for i in node.input[1:] if i in weights), None)
+        if weight:
+            return weight.removeprefix("StatefulPartitionedCall/").removesuffix(":0")
+    return name
+
+
+def _tflite_ops(path: str) -> list[tuple[str, str, int]]:
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+        if kind in TFLITE_KINDS:
+            out = graph.Tensors(int(op.OutputsAsNumpy()[0])).Name().decode()
+            ops.append((TFLITE_KINDS[kind], out, i))
+    return ops
+
+
+def quant_evidence(
+    info: dict[str, Any], path: str, index: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Target layer id -> the int8 tensor its weight came from (dynamic-range TFLite files)."""
+    if not info.get("quant"):
+        return {}
+    from convdiff.ir import tflite_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence = {}
+    for tensor in tflite_quant.read(path).quantized:
+        for consumer in tensor.consumers:
+            lid = by_index.get(int(consumer.rpartition("#")[2]))
+            if lid is not None:
+                evidence[lid] = {
+                    "tensor": tensor.name,
+                    "dtype": tensor.dtype,
+                    "scales": tensor.scales,
+                }
+    return evidence
