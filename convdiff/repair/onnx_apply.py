@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convdiff.errors import ConvdiffError
+from convdiff.repair.dispatch import SkipEdit, apply_each, patch_tensor
 from convdiff.repair.patch import Edit
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -46,36 +47,27 @@ ATTRS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-class _Skip(Exception):
-    """An edit this file cannot take; the message is the reason reported."""
-
-
 def apply(
     target: Path, edits: list[Edit], tensors: dict[str, np.ndarray]
 ) -> tuple[bytes, list[Edit], list[tuple[Edit, str]]]:
     """The patched model's bytes, the edits applied and the edits skipped with reasons."""
     model = onnx.load(str(target))
-    applied: list[Edit] = []
-    refused: list[tuple[Edit, str]] = []
-    reshaped = False
-    for edit in edits:
-        try:
-            node = _find(model, edit.layer)
-            if edit.action == "set_tensor":
-                if edit.value not in tensors:
-                    raise _Skip(f"the patch holds no tensor {edit.value!r}")
-                reshaped |= _set_tensor(model, node, edit.field, np.asarray(tensors[edit.value]))
-            elif edit.action == "set_attr":
-                _set_attr(model, node, edit.field, edit.value)
-            elif edit.action == "remove_node":
-                _remove_node(model, node)
-            else:
-                raise _Skip(f"the ONNX applier does not do {edit.action!r}")
-        except _Skip as skip:
-            refused.append((edit, str(skip)))
-        else:
-            applied.append(edit)
-    if reshaped:
+    reshaped: list[bool] = []  # a set_tensor that changed a tensor's shape: value_info is refreshed
+
+    def set_tensor(edit: Edit) -> None:
+        node = _find(model, edit.layer)
+        reshaped.append(_set_tensor(model, node, edit.field, patch_tensor(edit, tensors)))
+
+    applied, refused = apply_each(
+        edits,
+        {
+            "set_tensor": set_tensor,
+            "set_attr": lambda e: _set_attr(model, _find(model, e.layer), e.field, e.value),
+            "remove_node": lambda e: _remove_node(model, _find(model, e.layer)),
+        },
+        "ONNX",
+    )
+    if any(reshaped):
         _refresh_shapes(model)
     try:
         onnx.checker.check_model(model)
@@ -93,7 +85,7 @@ def read_tensor(path: Path, layer: str, field: str) -> np.ndarray | None:
     try:
         node = _find(model, layer)
         holder, index = _tensor_slot(model, node, field)
-    except _Skip:
+    except SkipEdit:
         return None
     if index >= len(holder.input) or not holder.input[index]:
         return None
@@ -104,7 +96,7 @@ def read_tensor(path: Path, layer: str, field: str) -> np.ndarray | None:
 
 
 def _find(model: onnx.ModelProto, layer: str) -> onnx.NodeProto:
-    """The node ``convdiff.localize.file_names`` calls ``layer``: its name (or first output),
+    """The node ``convdiff.ir.file_names.file_names`` calls ``layer``: its name (or first output),
     or for tf2onnx's generated names (``Conv__10``) its weight's TF name."""
     nodes = list(model.graph.node)
     weights = {i.name for i in model.graph.initializer}
@@ -116,7 +108,7 @@ def _find(model: onnx.ModelProto, layer: str) -> onnx.NodeProto:
         found = [n for n in nodes if pick(n) == layer]
         if found:
             return found[0]
-    raise _Skip(f"no node named {layer!r} in the file")
+    raise SkipEdit(f"no node named {layer!r} in the file")
 
 
 def _tf2onnx_alias(node: onnx.NodeProto, weights: set[str]) -> str | None:
@@ -200,9 +192,9 @@ def _tensor_slot(
     """The node and input index that hold ``field``: weight = input 1, bias = input 2; a
     MatMul's bias is the constant of the Add that alone consumes its output."""
     if node.op_type not in WEIGHTED:
-        raise _Skip(f"{node.op_type} {node.name!r} has no weight/bias inputs convdiff can set")
+        raise SkipEdit(f"{node.op_type} {node.name!r} has no weight/bias inputs convdiff can set")
     if field not in ("weight", "bias"):
-        raise _Skip(f"unknown tensor field {field!r} (weight or bias)")
+        raise SkipEdit(f"unknown tensor field {field!r} (weight or bias)")
     if field == "weight":
         return node, 1
     if node.op_type != "MatMul":
@@ -213,7 +205,7 @@ def _tensor_slot(
         other = [i for i, name in enumerate(add.input) if name != node.output[0]]
         if other and _value(model, add.input[other[0]]) is not None:
             return add, other[0]
-    raise _Skip(f"MatMul {node.name!r} has no bias (no Add of a constant after it); insert one")
+    raise SkipEdit(f"MatMul {node.name!r} has no bias (no Add of a constant after it); insert one")
 
 
 def _unique(model: onnx.ModelProto, base: str) -> str:
@@ -260,7 +252,7 @@ def _set_tensor(
     name = holder.input[index] if index < len(holder.input) else ""
     old = _value(model, name) if name else None
     if old is None and name:
-        raise _Skip(f"input {index} of {holder.name!r} ({name}) is not a constant")
+        raise SkipEdit(f"input {index} of {holder.name!r} ({name}) is not a constant")
     _set_input_constant(model, holder, index, value, f"{node.name or node.output[0]}.{field}")
     return old is None or old.shape != value.shape
 
@@ -270,10 +262,10 @@ def _set_attr(model: onnx.ModelProto, node: onnx.NodeProto, field: str, value: A
         _set_clip(model, node, field, value)
         return
     if field not in ATTRS:
-        raise _Skip(f"the ONNX applier does not set {field!r} (an ONNX activation is a node)")
+        raise SkipEdit(f"the ONNX applier does not set {field!r} (an ONNX activation is a node)")
     name, ops, kind = ATTRS[field]
     if node.op_type not in ops:
-        raise _Skip(f"{node.op_type} {node.name!r} has no {field} ({name}) attribute")
+        raise SkipEdit(f"{node.op_type} {node.name!r} has no {field} ({name}) attribute")
     old = next((a for a in node.attribute if a.name == name), None)
     if kind == "ints":
         if isinstance(value, (int, float)):  # one number for every spatial axis
@@ -308,7 +300,7 @@ def _opset(model: onnx.ModelProto) -> int:
 def _set_clip(model: onnx.ModelProto, node: onnx.NodeProto, field: str, value: Any) -> None:
     """Clip bounds: inputs 1 (min) and 2 (max) from opset 11, attributes before."""
     if node.op_type != "Clip":
-        raise _Skip(f"{node.op_type} {node.name!r} is not a Clip: it has no {field}")
+        raise SkipEdit(f"{node.op_type} {node.name!r} is not a Clip: it has no {field}")
     if _opset(model) < 11:
         _put_attr(node, field.removeprefix("clip_"), float(value))
         return
@@ -322,15 +314,15 @@ def _remove_node(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
     """Drop a single-input node; its consumers read its input instead."""
     data_inputs = [i for i in node.input[1:] if i and _value(model, i) is None]
     if not node.input or not node.input[0] or data_inputs:
-        raise _Skip(f"{node.op_type} {node.name!r} has more than one data input")
+        raise SkipEdit(f"{node.op_type} {node.name!r} has more than one data input")
     if any(_uses(model, o) for o in node.output[1:] if o):
-        raise _Skip(f"{node.op_type} {node.name!r} has other outputs that are read")
+        raise SkipEdit(f"{node.op_type} {node.name!r} has other outputs that are read")
     src, dst = node.input[0], node.output[0]
     graph = model.graph
     if any(o.name == dst for o in graph.output):
         producer = _producer(model, src)
         if producer is None or any(o.name == src for o in graph.output):
-            raise _Skip(f"{node.name!r} joins a graph input or output to the graph's output")
+            raise SkipEdit(f"{node.name!r} joins a graph input or output to the graph's output")
         # the graph's output keeps its name: the producer now writes it directly
         producer.output[list(producer.output).index(src)] = dst
         _rename_reads(model, src, dst)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.ir import tflite_quant
+from convdiff.repair.dispatch import SkipEdit, apply_each, patch_tensor
 from convdiff.repair.patch import Edit
 
 # op kind -> input index of (weight, bias)
@@ -32,32 +33,24 @@ ACTIVATIONS |= {"relu6": "RELU6", "relu_n1_to_1": "RELU_N1_TO_1", "tanh": "TANH"
 SHAPE_KEEPING = ("SOFTMAX", "LOGISTIC", "RELU", "RELU6", "TANH", "DEQUANTIZE", "QUANTIZE")
 
 
-class _Skip(Exception):
-    """An edit this file cannot take; the message is the reason reported."""
-
-
 def apply(
     target: Path, edits: list[Edit], tensors: dict[str, np.ndarray]
 ) -> tuple[bytes, list[Edit], list[tuple[Edit, str]]]:
     """The patched model's bytes, the edits applied and the edits skipped with reasons."""
     model = tflite_quant.unpack(target)
-    applied: list[Edit] = []
-    refused: list[tuple[Edit, str]] = []
-    for edit in edits:
-        try:
-            op = _find(model, edit.layer)
-            if edit.action == "set_tensor":
-                if edit.value not in tensors:
-                    raise _Skip(f"the patch holds no tensor {edit.value!r}")
-                _set_tensor(model, op, edit, np.asarray(tensors[edit.value], dtype=np.float32))
-            elif edit.action == "set_attr":
-                _set_attr(model, op, edit.field, edit.value)
-            else:
-                raise _Skip(f"the TFLite applier does not do {edit.action!r}")
-        except _Skip as skip:
-            refused.append((edit, str(skip)))
-        else:
-            applied.append(edit)
+
+    def set_tensor(edit: Edit) -> None:
+        value = patch_tensor(edit, tensors).astype(np.float32)
+        _set_tensor(model, _find(model, edit.layer), edit, value)
+
+    applied, refused = apply_each(
+        edits,
+        {
+            "set_tensor": set_tensor,
+            "set_attr": lambda e: _set_attr(model, _find(model, e.layer), e.field, e.value),
+        },
+        "TFLite",
+    )
     return tflite_quant.pack(model), applied, refused
 
 
@@ -67,7 +60,7 @@ def read_tensor(path: Path, layer: str, field: str) -> np.ndarray | None:
     try:
         op = _find(model, layer)
         index = _slot_tensor(model, op, field)
-    except _Skip:
+    except SkipEdit:
         return None
     return None if index < 0 else _value(model, index)
 
@@ -85,15 +78,15 @@ def _find(model: Any, layer: str) -> Any:
     for op in graph.operators:
         if len(op.outputs) and _name(graph.tensors[int(op.outputs[0])]) == layer:
             return op
-    raise _Skip(f"no op whose first output is named {layer!r} in the file")
+    raise SkipEdit(f"no op whose first output is named {layer!r} in the file")
 
 
 def _slot(model: Any, op: Any, field: str) -> int:
     kind = tflite_quant.op_kind(model, op)
     if kind not in SLOTS:
-        raise _Skip(f"{kind} has no weight/bias inputs convdiff can set")
+        raise SkipEdit(f"{kind} has no weight/bias inputs convdiff can set")
     if field not in ("weight", "bias"):
-        raise _Skip(f"unknown tensor field {field!r} (weight or bias)")
+        raise SkipEdit(f"unknown tensor field {field!r} (weight or bias)")
     return SLOTS[kind][0 if field == "weight" else 1]
 
 
@@ -170,7 +163,7 @@ def _set_tensor(model: Any, op: Any, edit: Edit, value: np.ndarray) -> None:
     index = int(op.inputs[slot]) if slot < len(op.inputs) else -1
     old = _value(model, index) if index >= 0 else None
     if index >= 0 and old is None:
-        raise _Skip(f"input {slot} of {edit.layer!r} is not a constant")
+        raise SkipEdit(f"input {slot} of {edit.layer!r} is not a constant")
     producer = _producer(model, index) if index >= 0 else None
     if index < 0 or producer is not None or _readers(model, index) > 1:
         new = _new_tensor(model, f"{edit.layer}/{edit.field}", value.shape)
@@ -223,10 +216,10 @@ def _set_attr(model: Any, op: Any, field: str, value: Any) -> None:
     options = op.builtinOptions
     if field == "activation":
         if options is None or not hasattr(options, "fusedActivationFunction"):
-            raise _Skip(f"{kind} has no fused activation")
+            raise SkipEdit(f"{kind} has no fused activation")
         name = ACTIVATIONS.get(str(value).lower()) if value is not None else "NONE"
         if name is None:
-            raise _Skip(f"TFLite has no fused activation {value!r}")
+            raise SkipEdit(f"TFLite has no fused activation {value!r}")
         options.fusedActivationFunction = getattr(schema.ActivationFunctionType, name)
     elif field == "strides" and options is not None and hasattr(options, "strideH"):
         options.strideH, options.strideW = _pair(value)
@@ -237,7 +230,7 @@ def _set_attr(model: Any, op: Any, field: str, value: Any) -> None:
     elif field == "pads" and (kind in CONVS or kind in POOLS):
         _set_padding(model, op, kind, [int(v) for v in value])
     else:
-        raise _Skip(f"TFLite {kind} has no {field} attribute convdiff can set")
+        raise SkipEdit(f"TFLite {kind} has no {field} attribute convdiff can set")
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -254,7 +247,7 @@ def _set_padding(model: Any, op: Any, kind: str, pads: list[int]) -> None:
     graph, options = model.subgraphs[0], op.builtinOptions
     in_shape = [int(d) for d in graph.tensors[int(op.inputs[0])].shape]
     if len(in_shape) != 4 or min(in_shape[1:3]) <= 0:
-        raise _Skip(f"{kind}'s input size is unknown, so SAME cannot be checked against {pads}")
+        raise SkipEdit(f"{kind}'s input size is unknown, so SAME cannot be checked against {pads}")
     if kind in POOLS:
         kernel, dilation = (options.filterHeight, options.filterWidth), (1, 1)
     else:
@@ -286,12 +279,12 @@ def _insert_pad(model: Any, op: Any, kind: str, pads: list[int]) -> None:
     graph = model.subgraphs[0]
     source = graph.tensors[int(op.inputs[0])]
     if kind in ("AVERAGE_POOL_2D", "L2_POOL_2D"):
-        raise _Skip(
+        raise SkipEdit(
             f"TFLite cannot express asymmetric explicit pads on {kind}; a PAD op would count "
             "the padding in the average"
         )
     if source.type != schema.TensorType.FLOAT32 or min(pads) < 0:
-        raise _Skip(f"TFLite cannot express asymmetric explicit pads on {kind}; insert a PAD op")
+        raise SkipEdit(f"TFLite cannot express asymmetric explicit pads on {kind}; insert a PAD op")
     top, left, bottom, right = pads
     name = _name(graph.tensors[int(op.outputs[0])])
     paddings = _new_tensor(model, f"{name}/paddings", (4, 2))
