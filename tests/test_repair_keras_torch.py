@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from convdiff.cli import cli
 from convdiff.errors import ConvdiffError
-from convdiff.ir.file_names import keras_names
+from convdiff.ir.file_names import FileOp, keras_names
 from convdiff.localize import LocalizeConfig
 from convdiff.progress import Progress
 from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
@@ -224,13 +224,16 @@ def test_keras_names_map_conversion_ops_onto_layers() -> None:
     }
     classes |= {"relu": "ReLU", "dense": "Dense", "softmax": "Softmax"}
     ops = [
-        # TFLite fuses BN and ReLU into the conv: the op's name holds all three scopes
-        ("conv2d", "m_1/relu_1/Relu;m_1/bn_1/batchnorm/add_1;m_1/conv_1/convolution", 0),
-        # the second conv, "conv_1", under TF's "_1" suffix: its scope is conv_1_1
-        ("conv2d", "m_1/conv_1_1/convolution;m_1/conv_1_1/BiasAdd", 1),
-        ("dense", "m_1/dense_1/MatMul;m_1/dense_1/BiasAdd", 2),
-        ("softmax", "StatefulPartitionedCall_1:0", 3),
-        ("relu", "StatefulPartitionedCall/m_1/relu_1/Relu", 4),
+        FileOp(*op)
+        for op in (
+            # TFLite fuses BN and ReLU into the conv: the op's name holds all three scopes
+            ("conv2d", "m_1/relu_1/Relu;m_1/bn_1/batchnorm/add_1;m_1/conv_1/convolution", 0),
+            # the second conv, "conv_1", under TF's "_1" suffix: its scope is conv_1_1
+            ("conv2d", "m_1/conv_1_1/convolution;m_1/conv_1_1/BiasAdd", 1),
+            ("dense", "m_1/dense_1/MatMul;m_1/dense_1/BiasAdd", 2),
+            ("softmax", "StatefulPartitionedCall_1:0", 3),
+            ("relu", "StatefulPartitionedCall/m_1/relu_1/Relu", 4),
+        )
     ]
     assert keras_names(ops, classes) == {
         ops[0][1]: "conv",

@@ -4,19 +4,34 @@ Findings and patches name layers as the model files do (ONNX node names, TFLite 
 tensor names, a torch.export program's module paths, Keras layer names). TVM's importers keep
 no names, but they emit one Relax op per file op in file order, so the k-th ``Conv`` node of
 an ONNX file is the k-th ``conv2d`` of its raw graph; a kind whose counts differ keeps the
-canonical ids.
+canonical ids. Where the file says how many weights a conv or dense op holds (ONNX, TFLite),
+that order is checked: a weighted layer is named only by a file op of its own weight size,
+the k-th of that size, so two branches TVM emits in another order than the file still get
+their own names, and where the sizes cannot be paired no name is given rather than a wrong one.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.workers import WorkerPool
+
+WEIGHTED = ("conv2d", "dense")  # kinds whose file ops say their weight's size
+
+
+class FileOp(NamedTuple):
+    """One op of a model file that TVM makes a layer of."""
+
+    kind: str  # the canonical op kind (:data:`ONNX_KINDS`, :data:`TFLITE_KINDS`)
+    name: str  # what the file calls it
+    index: int  # its position in the file's op list
+    size: int | None = None  # a weighted op's weight element count, when the file says
+
 
 ONNX_KINDS = {
     "Conv": "conv2d",
@@ -76,25 +91,47 @@ def file_names(
     except Exception:  # names are a convenience: the canonical ids still identify layers
         return {}, {}
     names, index = {}, {}
-    for kind in dict.fromkeys(k for k, _, _ in ops):
-        in_file = [(name, i) for k, name, i in ops if k == kind]
-        layers = [lay.id for lay in raw.layers if _kind(raw, lay) == kind]
-        if len(in_file) == len(layers):
-            for lid, (name, i) in zip(layers, in_file, strict=True):
-                names[lid], index[lid] = name, i
+    for kind in dict.fromkeys(op.kind for op in ops):
+        in_file = [op for op in ops if op.kind == kind]
+        layers = [lay for lay in raw.layers if _kind(raw, lay) == kind]
+        for lay, op in pair_ops(in_file, [(lay.id, _weight_size(lay)) for lay in layers]):
+            names[lay], index[lay] = op.name, op.index
     return names, index
 
 
-def _torch_ops(pool: WorkerPool, path: str) -> list[tuple[str, str, int]]:
+def pair_ops(
+    in_file: list[FileOp], layers: list[tuple[str, int | None]]
+) -> list[tuple[str, FileOp]]:
+    """Pair the raw layers ``(id, weight size)`` of one kind with the file's ops of that kind:
+    in order, as TVM emits them; where both sides give weight sizes and the order pairs
+    different sizes, the k-th op of each size with the k-th layer of that size. Nothing is
+    paired when the counts differ (in all or for a size): no name is better than a wrong one."""
+    if len(in_file) != len(layers):
+        return []
+    sizes = [op.size for op in in_file], [size for _, size in layers]
+    if None in sizes[0] or None in sizes[1] or sizes[0] == sizes[1]:
+        return [(lid, op) for (lid, _), op in zip(layers, in_file, strict=True)]
+    if sorted(sizes[0]) != sorted(sizes[1]):  # type: ignore[type-var]
+        return []
+    by_size: dict[int | None, list[FileOp]] = {}
+    for op in in_file:
+        by_size.setdefault(op.size, []).append(op)
+    return [(lid, by_size[size].pop(0)) for lid, size in layers]
+
+
+def _weight_size(layer: Any) -> int | None:
+    weight = layer.params.get("weight") if layer.op in WEIGHTED else None
+    return None if weight is None else int(np.size(weight))
+
+
+def _torch_ops(pool: WorkerPool, path: str) -> list[FileOp]:
     outcome = pool.call("torch", "convdiff.repair.torch_apply:file_ops", path=path)
     if not outcome:
         raise RuntimeError(outcome.message)
-    return [(str(k), str(n), int(i)) for k, n, i in outcome.value]
+    return [FileOp(str(k), str(n), int(i)) for k, n, i in outcome.value]
 
 
-def _keras_ops(
-    pool: WorkerPool, model: Path, ops: list[tuple[str, str, int]]
-) -> list[tuple[str, str, int]]:
+def _keras_ops(pool: WorkerPool, model: Path, ops: list[FileOp]) -> list[FileOp]:
     """The float conversion's ops, renamed to the Keras layers they come from (a SavedModel
     has no layers: its ops keep the conversion's names)."""
     if Path(model).suffix not in (".keras", ".h5"):
@@ -103,10 +140,10 @@ def _keras_ops(
     if not outcome:
         raise RuntimeError(outcome.message)
     renamed = keras_names(ops, outcome.value)
-    return [(kind, renamed.get(name, name), i) for kind, name, i in ops]
+    return [op._replace(name=renamed.get(op.name, op.name)) for op in ops]
 
 
-def keras_names(ops: list[tuple[str, str, int]], classes: dict[str, str]) -> dict[str, str]:
+def keras_names(ops: list[FileOp], classes: dict[str, str]) -> dict[str, str]:
     """Op name in a Keras model's conversion -> the Keras layer (``model.get_layer()``'s name).
 
     A name such as ``tiny_cnn_1/relu_1/Relu;tiny_cnn_1/conv_1/convolution`` holds several
@@ -119,9 +156,9 @@ def keras_names(ops: list[tuple[str, str, int]], classes: dict[str, str]) -> dic
 
     fused = ("softmax", "relu", "clip")
     candidates = {
-        name: match_layer(name, kind, classes)
-        for kind, name, _ in sorted(ops, key=lambda op: op[0] in fused)
-        if kind in KIND_CLASSES
+        op.name: match_layer(op.name, op.kind, classes)
+        for op in sorted(ops, key=lambda op: op.kind in fused)
+        if op.kind in KIND_CLASSES
     }
     chosen: dict[str, str] = {}
     changed = True
@@ -144,16 +181,18 @@ def _kind(raw: CanonicalGraph, layer: Any) -> str:
     return layer.op
 
 
-def _onnx_ops(path: str) -> list[tuple[str, str, int]]:
+def _onnx_ops(path: str) -> list[FileOp]:
     import onnx
 
     model = onnx.load(path, load_external_data=False)
-    weights = {init.name for init in model.graph.initializer}
-    return [
-        (ONNX_KINDS[n.op_type], _onnx_name(n, weights), i)
-        for i, n in enumerate(model.graph.node)
-        if n.op_type in ONNX_KINDS
-    ]
+    sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    ops = []
+    for i, node in enumerate(model.graph.node):
+        kind = ONNX_KINDS.get(node.op_type)
+        if kind:
+            weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
+            ops.append(FileOp(kind, _onnx_name(node, set(sizes)), i, sizes.get(weight)))
+    return ops
 
 
 def _onnx_name(node: Any, weights: set[str]) -> str:
@@ -167,7 +206,7 @@ def _onnx_name(node: Any, weights: set[str]) -> str:
     return name
 
 
-def _tflite_ops(path: str) -> list[tuple[str, str, int]]:
+def _tflite_ops(path: str) -> list[FileOp]:
     import tflite
     from tflite.BuiltinOperator import BuiltinOperator
 
@@ -181,7 +220,10 @@ def _tflite_ops(path: str) -> list[tuple[str, str, int]]:
         kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
         if kind in TFLITE_KINDS:
             out = graph.Tensors(int(op.OutputsAsNumpy()[0])).Name().decode()
-            ops.append((TFLITE_KINDS[kind], out, i))
+            size = None
+            if TFLITE_KINDS[kind] in WEIGHTED and op.InputsLength() > 1:
+                size = int(np.prod(graph.Tensors(int(op.Inputs(1))).ShapeAsNumpy()))
+            ops.append(FileOp(TFLITE_KINDS[kind], out, i, size))
     return ops
 
 
