@@ -11,6 +11,9 @@
   after the pad (was "different inputs", exit 2).
 - A Gather at a constant index is one ``take`` (TVM wrapped it in shape arithmetic; torchvision
   InceptionV3 torch -> onnx aligned 7 of 461 layers).
+- The same Gather through onnx2torch is ``aten.item`` of a buffer feeding ``select``, which
+  TVM's torch frontend refused ("value has to be scalar or Tensor": InceptionV3 onnx -> torch
+  exited 2); the buffer's value is folded in first.
 """
 
 from __future__ import annotations
@@ -158,3 +161,23 @@ def test_a_gather_at_a_constant_index_is_one_take(pool: WorkerPool, tmp_path: Pa
     others = [layer.attrs["tvm_op"] for layer in graph.layers if layer.op == "other"]
     assert others == ["relax.take"] * 3
     assert "shape_of" not in (tmp_path / "ir" / "relax.py").read_text()
+
+
+def test_onnx2torch_s_constant_gather_imports_into_tvm(pool: WorkerPool, tmp_path: Path) -> None:
+    model = tiny_channel_gather(tmp_path / "gather.onnx")
+    converted = pool.call(
+        "torch",
+        "convdiff.tasks:convert",
+        src="onnx",
+        dst="torch",
+        src_path=str(model),
+        out_dir=str(tmp_path / "pt2"),
+        options={},
+    )
+    assert converted, converted.message
+    report = _localize(pool, model, Path(converted.value["path"]), tmp_path / "out")
+    assert report.error == "" and _found(report) == [] and report.exit_code == 0
+    assert report.alignment["unmatched"] == 0
+    assert report.imports["target"]["notes"] == [
+        "3 aten.item of a constant buffer folded to its value for TVM"
+    ]

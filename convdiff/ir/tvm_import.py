@@ -20,7 +20,10 @@ are Relax constants visible in the IR):
   then uses the output tensor's shape recorded in the flatbuffer (the inputs are imported with
   their static shapes, so a -1 batch in its shape signature is 1 here).
 - torch: ``torch.export.load`` + ``relax.frontend.torch.from_exported_program`` (eval-mode
-  BatchNorm stays one ``batch_norm`` op).
+  BatchNorm stays one ``batch_norm`` op). onnx2torch turns a constant ONNX Gather index into
+  ``aten.item`` of a buffer, and TVM 0.27's ``select`` takes only a Python int
+  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``):
+  :func:`_fold_constant_items` puts the buffer's value in its place first.
 
 Reading the graph (:func:`extract`): every binding of ``main`` becomes a :class:`Layer` in
 *logical NCHW* terms. Each tensor carries the permutation from its physical axes to logical
@@ -218,7 +221,41 @@ def _load_torch(path: str) -> Imported:
     if not path.endswith(".pt2"):
         raise ValueError("TVM imports torch models as torch.export programs (.pt2) only")
     program = torch.export.load(path)
-    return Imported(from_exported_program(program, keep_params_as_input=False), [])
+    notes = []
+    folded = _fold_constant_items(program)
+    if folded:
+        notes.append(f"{folded} aten.item of a constant buffer folded to its value for TVM")
+    return Imported(from_exported_program(program, keep_params_as_input=False), notes)
+
+
+def _fold_constant_items(program: Any) -> int:
+    """Replace each ``aten.item`` whose input is a buffer or lifted constant (through dtype
+    casts only) by its Python number in the arguments of the nodes that read it; the count.
+    The graph computes the same thing: the buffer is a constant of the program."""
+    import torch
+
+    signature = program.graph_signature
+    constants = {**signature.inputs_to_buffers, **signature.inputs_to_lifted_tensor_constants}
+    values = {**program.state_dict, **program.constants}
+    folded = 0
+    for node in list(program.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.item.default:
+            continue
+        source, casts = node.args[0], []
+        while source.op == "call_function" and source.target == torch.ops.aten.to.dtype:
+            casts.append(source.args[1])
+            source = source.args[0]
+        value = values.get(constants.get(source.name, "")) if source.op == "placeholder" else None
+        if value is None or value.numel() != 1:
+            continue
+        for dtype in reversed(casts):  # innermost cast first, as the graph does
+            value = value.to(dtype)
+        number = value.item()
+        for user in list(node.users):
+            user.args = tuple(number if arg is node else arg for arg in user.args)
+        folded += 1
+    program.graph.eliminate_dead_code()
+    return folded
 
 
 def _one_line(exc: BaseException) -> str:
