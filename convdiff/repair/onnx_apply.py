@@ -44,7 +44,14 @@ ATTRS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # the canonical (logical NCHW) axis: the file's own in an NCHW ONNX graph; in an NHWC
     # stretch of a tf2onnx graph it is not, and the verify loop then drops the edit
     "axis": ("axis", ("Softmax", "LogSoftmax", "Concat"), "int"),
+    # Resize: the canonical names are ONNX's, but for TVM's "round" (ONNX has no plain round)
+    "resize_method": ("mode", ("Resize",), "str"),
+    "coordinate_mode": ("coordinate_transformation_mode", ("Resize",), "str"),
+    "rounding": ("nearest_mode", ("Resize",), "str"),
+    "cubic_alpha": ("cubic_coeff_a", ("Resize",), "float"),
+    "cubic_exclude": ("exclude_outside", ("Resize",), "int"),
 }
+ONNX_NAMES = {"rounding": {"round": "round_prefer_ceil"}}  # canonical value -> ONNX's
 
 
 def apply(
@@ -274,6 +281,8 @@ def _set_attr(model: onnx.ModelProto, node: onnx.NodeProto, field: str, value: A
         value = [int(v) for v in value]
     elif kind == "int":
         value = int(value)
+    elif kind == "str":
+        value = ONNX_NAMES.get(field, {}).get(str(value), str(value))
     else:
         value = float(value)
     _put_attr(node, name, value)

@@ -45,6 +45,13 @@ ATTRS = {  # hyperparameter finding attr -> patch field
     "epsilon": "epsilon",
     "axis": "axis",
 }
+RESIZE_ATTRS = {  # a resize finding's attribute -> patch field (size and scale: not written)
+    "method": "resize_method",
+    "coordinate_mode": "coordinate_mode",
+    "rounding": "rounding",
+    "cubic_alpha": "cubic_alpha",
+    "cubic_exclude": "cubic_exclude",
+}
 PREPROCESSING_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "layout")
 
 
@@ -132,7 +139,7 @@ class _Planner:
                     self._attr(f, layer, field, new, old)
             return
         if f.kind == "resize":
-            self._cannot(f, "resize settings are not written into patches yet")
+            self._resize(f, layer)
             return
         if f.kind == "activation":
             self._attr(
@@ -144,6 +151,17 @@ class _Planner:
             self._cannot(f, f"no patch field sets {f.evidence.get('attr')!r}")
             return
         self._attr(f, layer, field, f.evidence.get("source"), f.evidence.get("target"))
+
+    def _resize(self, f: Finding, layer: str) -> None:
+        """One edit per differing sampling setting; a setting the source does not have (a
+        nearest-only rounding when the source is linear) needs none."""
+        src, dst = f.evidence.get("source", {}), f.evidence.get("target", {})
+        for attr in f.evidence.get("attrs", []):
+            field = RESIZE_ATTRS.get(attr)
+            if field is None:
+                self._cannot(f, f"a resize's output {attr} is set by its inputs, not written yet")
+            elif src.get(attr) is not None:
+                self._attr(f, layer, field, src[attr], dst.get(attr))
 
     def _graph(self, f: Finding) -> None:
         if f.kind == "extra_layer" and f.target_layer is not None:

@@ -29,6 +29,14 @@ POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D")
 CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 ACTIVATIONS = {"none": "NONE", "linear": "NONE", "identity": "NONE", "relu": "RELU"}
 ACTIVATIONS |= {"relu6": "RELU6", "relu_n1_to_1": "RELU_N1_TO_1", "tanh": "TANH"}
+RESIZES = ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")
+# coordinate mode -> (align_corners, half_pixel_centers), as TVM's frontend reads them back;
+# the nearest rounding follows from these two, so TFLite has no rounding of its own to set
+RESIZE_COORDINATES = {
+    "align_corners": (True, False),
+    "half_pixel": (False, True),
+    "asymmetric": (False, False),
+}
 # ops whose output has the shape of their (first) input: a changed output width flows through
 SHAPE_KEEPING = ("SOFTMAX", "LOGISTIC", "RELU", "RELU6", "TANH", "DEQUANTIZE", "QUANTIZE")
 
@@ -229,6 +237,10 @@ def _set_attr(model: Any, op: Any, field: str, value: Any) -> None:
         options.filterHeight, options.filterWidth = _pair(value)
     elif field == "pads" and (kind in CONVS or kind in POOLS):
         _set_padding(model, op, kind, [int(v) for v in value])
+    elif field == "coordinate_mode" and kind in RESIZES:
+        if value not in RESIZE_COORDINATES:
+            raise SkipEdit(f"TFLite {kind} cannot sample with coordinate mode {value!r}")
+        options.alignCorners, options.halfPixelCenters = RESIZE_COORDINATES[value]
     else:
         raise SkipEdit(f"TFLite {kind} has no {field} attribute convdiff can set")
 

@@ -76,6 +76,26 @@ def build_tiny_cnn(
     return paths
 
 
+def build_tiny_upsample(out_dir: str, interpolation: str = "bilinear", seed: int = 0) -> str:
+    """Input(8,8,3) -> Conv2D(same) -> UpSampling2D(2, ``interpolation``) -> Conv2D(same) ->
+    Flatten -> Dense(5) -> softmax: one resize, whose sampling every output reads. The path of
+    ``model.keras``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(INPUT_SHAPE, name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.UpSampling2D(2, interpolation=interpolation, name="upsample")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(CLASSES, name="dense")(x)
+    outputs = keras.layers.Softmax(name="softmax")(x)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, outputs, name="tiny_upsample").save(out / "model.keras")
+    return str(out / "model.keras")
+
+
 def write_saved_model(keras_path: str, out_dir: str) -> str:
     """Export a .keras model as a SavedModel folder (Keras 3 ``model.export``)."""
     import keras
