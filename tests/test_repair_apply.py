@@ -17,7 +17,10 @@ from onnx import numpy_helper
 
 from convdiff.errors import ConvdiffError
 from convdiff.ir import tflite_quant
+from convdiff.localize import LocalizeConfig
+from convdiff.progress import Progress
 from convdiff.repair import Edit, Patch, apply_edits, apply_patch, read_tensor
+from convdiff.repair.command import RepairConfig, repair
 from convdiff.workers import WorkerPool
 from tests.tiny.faults import fault_base, inject
 from tests.tiny.repair_models import clip_opset10, dequantized_weight, matmul_add, shared_weight
@@ -561,3 +564,29 @@ def test_tflite_missing_bias_and_a_wider_dense_layer(
         y_wide[:, :5] / y_wide[:, :5].sum(axis=1, keepdims=True), y, atol=1e-6
     )
     np.testing.assert_allclose(y_wide[:, 5], y_wide[:, 0], atol=1e-7)
+
+
+def test_tflite_lost_fused_activation_is_repaired_end_to_end(
+    pool: WorkerPool, tflite_pair: dict[str, str], tmp_path: Path
+) -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    floating = Path(tflite_pair["none"])
+    model = tflite_quant.unpack(floating)
+    conv = tflite_quant.ops_of(model, "CONV_2D")[0]
+    assert conv.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU
+    conv.builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.NONE
+    faulty = tmp_path / "no_relu.tflite"
+    faulty.write_bytes(tflite_quant.pack(model))
+
+    config = RepairConfig(
+        LocalizeConfig(tflite_pair["keras"], str(faulty), preprocess="imagenet"),
+        tmp_path / "fixed.tflite",
+        tmp_path / "work",
+    )
+    report = repair(config, Progress(enabled=False), pool)
+    assert report.status == "repaired" and report.exit_code == 0
+    assert [(e["action"], e["field"]) for e in report.verify["kept"]] == [("insert_node", "relu")]
+    assert report.verify["after"]["max_abs_diff"] <= 1e-6
+    fixed = tflite_quant.ops_of(tflite_quant.unpack(tmp_path / "fixed.tflite"), "CONV_2D")[0]
+    assert fixed.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU

@@ -44,6 +44,8 @@ EDITS = {
     "extra_class": ["fc.bias", "fc.weight"],
     "softmax_axis": ["softmax.axis"],
     "maxpool_zero_pad": ["pool1_pad"],
+    "dropped_activation": ["conv2.relu"],
+    "swapped_layers": ["avgpool.after"],
 }
 
 

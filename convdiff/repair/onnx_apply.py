@@ -51,6 +51,15 @@ ATTRS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "cubic_alpha": ("cubic_coeff_a", ("Resize",), "float"),
     "cubic_exclude": ("exclude_outside", ("Resize",), "int"),
 }
+# canonical op -> the ONNX node insert_node writes (relu6 and clip: a Clip)
+INSERT_OPS = {
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "softmax": "Softmax",
+    "relu6": "Clip",
+    "clip": "Clip",
+}
 ONNX_NAMES = {"rounding": {"round": "round_prefer_ceil"}}  # canonical value -> ONNX's
 
 
@@ -71,6 +80,8 @@ def apply(
             "set_tensor": set_tensor,
             "set_attr": lambda e: _set_attr(model, _find(model, e.layer), e.field, e.value),
             "remove_node": lambda e: _remove_node(model, _find(model, e.layer)),
+            "insert_node": lambda e: _insert_node(model, _find(model, e.layer), e.field, e.value),
+            "move_node": lambda e: _move_node(model, _find(model, e.layer), e.value),
         },
         "ONNX",
     )
@@ -345,6 +356,122 @@ def _remove_node(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
     graph.node.remove(node)
     for name in constants:
         _prune(model, name)
+
+
+def _insert_node(model: onnx.ModelProto, after: onnx.NodeProto, op: str, value: Any) -> None:
+    """A new single-input node reading ``after``'s first output; its readers read the new
+    node's output instead. Named as the source names it (``value["name"]``)."""
+    if op not in INSERT_OPS:
+        raise SkipEdit(f"the ONNX applier does not insert a {op}")
+    value = value if isinstance(value, dict) else {}
+    attrs = value.get("attrs") or {}
+    after = _end_of(model, after, value.get("folded") or [])
+    out = after.output[0]
+    if any(o.name == out for o in model.graph.output):
+        raise SkipEdit(f"{after.name!r} writes the graph's output; insert after another node")
+    names = {n.name for n in model.graph.node}
+    name = str(value.get("name") or f"{after.name}_{op}")
+    name = name if name not in names else _fresh(names, name)
+    new_out = _fresh(_tensor_names(model), f"{name}_output")
+    inputs, kwargs = [out], {}
+    if op in ("relu6", "clip"):
+        low, high = (0.0, 6.0) if op == "relu6" else (attrs.get("min"), attrs.get("max"))
+        if low is None or high is None:
+            raise SkipEdit(f"the {op} to insert has no bounds")
+        if _opset(model) < 11:
+            kwargs = {"min": float(low), "max": float(high)}
+        else:
+            for bound, field in ((low, "min"), (high, "max")):
+                tensor = _fresh(_tensor_names(model), f"{name}.{field}")
+                model.graph.initializer.append(
+                    numpy_helper.from_array(np.array(bound, dtype=np.float32), tensor)
+                )
+                inputs.append(tensor)
+    elif op == "softmax":
+        kwargs = {"axis": int(attrs.get("axis", -1))}
+    _rename_reads(model, out, new_out)
+    node = helper.make_node(INSERT_OPS[op], inputs, [new_out], name, **kwargs)
+    model.graph.node.insert(list(model.graph.node).index(after) + 1, node)
+
+
+def _move_node(model: onnx.ModelProto, node: onnx.NodeProto, value: Any) -> None:
+    """Take a single-input node out of its place (its readers read its input) and put it
+    after ``value["after"]`` (it reads that node's first output; that output's readers now
+    read the moved node's)."""
+    value = value if isinstance(value, dict) else {"after": value}
+    after = _end_of(model, _find(model, str(value.get("after"))), value.get("folded") or [])
+    data_inputs = [i for i in node.input[1:] if i and _value(model, i) is None]
+    if not node.input or not node.input[0] or data_inputs or len(node.output) != 1:
+        raise SkipEdit(f"{node.op_type} {node.name!r} is not a single-input, single-output node")
+    src, out, target = node.input[0], node.output[0], after.output[0]
+    if node is after or src == target:
+        raise SkipEdit(f"{node.name!r} already follows {after.name!r}")
+    if any(o.name in (out, target) for o in model.graph.output):
+        raise SkipEdit("moving a node that writes or reads the graph's output is not written")
+    _rename_reads(model, out, src)  # out of its place
+    _rename_reads(model, target, out)  # into the new one
+    node.input[0] = target
+    _topological_order(model)
+    for i, vi in enumerate(model.graph.value_info):
+        if vi.name == out:  # its shape is where it now stands
+            del model.graph.value_info[i]
+            break
+
+
+FOLDED_NODES = {
+    "add": "Add",
+    "sub": "Sub",
+    "mul": "Mul",
+    "div": "Div",
+    "batch_norm": "BatchNormalization",
+}
+
+
+def _end_of(model: onnx.ModelProto, node: onnx.NodeProto, folded: list[str]) -> onnx.NodeProto:
+    """The last node of a layer: ``node``, or past the nodes of ``folded`` (canonical ops the
+    localizer folded into the layer, in order) that follow it as separate nodes with constant
+    other inputs; a folded op that is part of ``node`` itself (a Conv's bias) has none."""
+    for op in folded:
+        readers = [n for n in model.graph.node if node.output[0] in n.input]
+        if len(readers) != 1 or readers[0].op_type != FOLDED_NODES.get(op):
+            continue
+        others = [i for i in readers[0].input if i and i != node.output[0]]
+        if all(_value(model, i) is not None for i in others):
+            node = readers[0]
+    return node
+
+
+def _topological_order(model: onnx.ModelProto) -> None:
+    """Re-sort the nodes so each follows its inputs' producers, else keeping the file's order
+    (ONNX requires it; a moved node may now read a node written after it)."""
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        node = next((n for n in pending if all(i in ready for i in n.input)), None)
+        if node is None:
+            raise SkipEdit("the moved node would make a cycle")
+        pending.remove(node)
+        ordered.append(node)
+        ready.update(node.output)
+    copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _tensor_names(model: onnx.ModelProto) -> set[str]:
+    graph = model.graph
+    names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    return names | {o for n in graph.node for o in n.output}
+
+
+def _fresh(taken: set[str], name: str) -> str:
+    """``name``, or ``name_<k>`` for the first k not taken."""
+    k = 1
+    fresh = name
+    while fresh in taken:
+        fresh, k = f"{name}_{k}", k + 1
+    return fresh
 
 
 def _rename_reads(model: onnx.ModelProto, old: str, new: str) -> None:

@@ -23,7 +23,7 @@ import convdiff
 from convdiff.errors import ConvdiffError
 
 SCHEMA_VERSION = 1
-ACTIONS = ("set_tensor", "set_attr", "remove_node", "preprocessing")
+ACTIONS = ("set_tensor", "set_attr", "remove_node", "insert_node", "move_node", "preprocessing")
 FORMATS = ("onnx", "tflite", "keras", "torch")
 TENSOR_FIELDS = ("weight", "bias")
 ATTR_FIELDS = (
@@ -55,7 +55,16 @@ class Edit:
     ``value``: for ``set_tensor`` the key of the tensor in the patch's .npz (already in the
     file's layout and shape); for ``set_attr`` the new value (JSON); for ``preprocessing`` the
     new spec value. ``old`` summarizes the previous value for the diff view (for a tensor:
-    :func:`tensor_summary`)."""
+    :func:`tensor_summary`).
+
+    Nodes: ``remove_node`` drops ``layer`` (its consumers read its input). ``insert_node``
+    puts a new single-input layer after ``layer``: ``field`` is its canonical op (``relu``,
+    ``relu6``, ``clip``, ``sigmoid``, ``tanh``, ``softmax``) and ``value`` ``{"name": the
+    source's name for it, "attrs": its canonical attributes, "folded": ops}``. ``move_node``
+    takes ``layer`` out of its place and puts it after ``value["after"]`` (``field`` is
+    ``"after"``, ``old`` the layer it followed). ``folded``: the ops the localizer folded into
+    the layer it goes after (a bias add, a BatchNorm); the applier steps over those that
+    follow that node as nodes of their own."""
 
     action: str
     layer: str
@@ -267,6 +276,14 @@ def _line(edit: Edit, tensors: dict[str, np.ndarray]) -> str:
         return f"{edit.layer}.{edit.field}: {_compact(edit.old)} -> {_compact(edit.value)}"
     if edit.action == "remove_node":
         return f"{edit.layer}: remove node (its consumers take its input)"
+    if edit.action == "insert_node":
+        value = edit.value if isinstance(edit.value, dict) else {}
+        attrs = f" {_compact(value['attrs'])}" if value.get("attrs") else ""
+        named = value.get("name")
+        return f"{edit.layer}: insert {edit.field}{attrs} after it (the source's {named})"
+    if edit.action == "move_node":
+        after = edit.value.get("after") if isinstance(edit.value, dict) else edit.value
+        return f"{edit.layer}: move after {after} (was after {edit.old})"
     return (
         f"preprocessing {edit.field}: {_compact(edit.old)} -> {_compact(edit.value)} "
         "(apply in your input pipeline; not written into the model)"

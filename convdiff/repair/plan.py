@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.ir.graph import Layer
 from convdiff.repair.apply import read_tensor
 from convdiff.repair.patch import Edit, Patch, tensor_summary
 from convdiff.stages import StageContext
-from convdiff.stages.findings import Finding
+from convdiff.stages.findings import Finding, jsonable
 from convdiff.workers import WorkerPool
 
 FIT_TOL = 1e-4  # relative residual under which a file tensor "is" the canonical one
@@ -52,6 +53,8 @@ RESIZE_ATTRS = {  # a resize finding's attribute -> patch field (size and scale:
     "cubic_alpha": "cubic_alpha",
     "cubic_exclude": "cubic_exclude",
 }
+FOLDED_AFTER = ("add", "sub", "mul", "div", "batch_norm")  # folded ops that follow the head
+INSERTABLE = ("relu", "relu6", "clip", "sigmoid", "tanh", "softmax")  # single-input, no weights
 PREPROCESSING_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "layout")
 
 
@@ -98,6 +101,8 @@ class _Planner:
         self.notes: list[str] = []
         self.by_name = {name: lid for lid, name in ctx.names_b.items()}
         self.source_of = {p.b: p.a for p in ctx.alignment.pairs}
+        self.target_of = {p.a: p.b for p in ctx.alignment.pairs}
+        self.by_source_name = {name: lid for lid, name in ctx.names_a.items()}
         self.maps: dict[str, FileMap] = {}  # target layer id -> its weight's file map
         self.done: set[tuple[str, str]] = set()
         self.stored: dict[tuple[str, str], np.ndarray | None] = {}  # (layer, param) as stored
@@ -178,8 +183,72 @@ class _Planner:
                 )
             )
             return
-        if f.kind in ("missing_layer", "reordered"):
-            self._cannot(f, "inserting or moving a layer is not written into patches yet")
+        if f.kind == "missing_layer":
+            self._insert(f)
+        elif f.kind == "reordered":
+            self._move(f)
+
+    def _insert(self, f: Finding) -> None:
+        """A single-input activation the target lacks goes in after the target layer aligned
+        with the one it follows in the source."""
+        op = str(f.evidence.get("op"))
+        if op not in INSERTABLE:
+            self._cannot(f, f"inserting a {op} is not written (activations only)")
+            return
+        layer = self._source_layer(f.source_layer)
+        after = self._aligned_end(layer.inputs[0]) if layer and len(layer.inputs) == 1 else None
+        if layer is None or after is None:
+            self._cannot(f, "the layer before it has no aligned target layer the file names")
+            return
+        name, folded = after
+        value = {"name": f.source_layer, "attrs": jsonable(layer.attrs), "folded": folded}
+        self.edits.append(Edit("insert_node", name, op, value, None, f.stage, f.kind, f.summary))
+
+    def _move(self, f: Finding) -> None:
+        """A single-input layer standing elsewhere in the target moves after the target layer
+        aligned with the one it follows in the source."""
+        layer = self._source_layer(f.source_layer)
+        moved_id = self._layer_id(f.target_layer)
+        after = self._aligned_end(layer.inputs[0]) if layer and len(layer.inputs) == 1 else None
+        if layer is None or moved_id is None or after is None:
+            self._cannot(f, "the layer it follows in the source has no aligned target layer")
+            return
+        moved = self.ctx.b[moved_id]
+        if moved.tensor not in ("", moved_id) or len(moved.inputs) != 1:
+            self._cannot(f, "the target layer is more than one single-input node of the file")
+            return
+        before = self._end(moved.inputs[0])
+        value = {"after": after[0], "folded": after[1]}
+        self.edits.append(
+            Edit("move_node", f.target_layer or moved_id, "after", value,
+                 before[0] if before else moved.inputs[0], f.stage, f.kind, f.summary)
+        )  # fmt: skip
+
+    def _source_layer(self, name: str | None) -> Layer | None:
+        lid = self.by_source_name.get(name or "", name)
+        return self.ctx.a[lid] if lid is not None and lid in self.ctx.a else None
+
+    def _aligned_end(self, source_id: str) -> tuple[str, list[str]] | None:
+        """Where the target's counterpart of source layer ``source_id`` ends in the file."""
+        target_id = self.target_of.get(source_id)
+        return None if target_id is None else self._end(target_id)
+
+    def _end(self, target_id: str) -> tuple[str, list[str]] | None:
+        """The file's node whose output is target layer ``target_id``'s output, and the ops
+        canonicalization folded into it after that node (a bias Add, a BatchNorm: separate
+        nodes in some files, part of the node in others; the applier steps over those it
+        finds); None when the file names no such node."""
+        if target_id not in self.ctx.b:
+            return None
+        layer = self.ctx.b[target_id]
+        tensor = layer.tensor or target_id
+        if tensor in self.ctx.names_b:
+            return self.ctx.names_b[tensor], []
+        name = self.ctx.names_b.get(target_id)
+        if name is None:
+            return None
+        folded = [item.split()[0] for item in layer.folded]
+        return name, [op for op in folded if op in FOLDED_AFTER]
 
     def _inputs(self, f: Finding) -> None:
         source = f.evidence.get("source_spec") or {}

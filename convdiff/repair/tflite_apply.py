@@ -56,6 +56,7 @@ def apply(
         {
             "set_tensor": set_tensor,
             "set_attr": lambda e: _set_attr(model, _find(model, e.layer), e.field, e.value),
+            "insert_node": lambda e: _fuse_activation(model, _find(model, e.layer), e.field),
         },
         "TFLite",
     )
@@ -243,6 +244,24 @@ def _set_attr(model: Any, op: Any, field: str, value: Any) -> None:
         options.alignCorners, options.halfPixelCenters = RESIZE_COORDINATES[value]
     else:
         raise SkipEdit(f"TFLite {kind} has no {field} attribute convdiff can set")
+
+
+def _fuse_activation(model: Any, op: Any, activation: str) -> None:
+    """An activation missing after ``op``, as the op's fused activation (no new op)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    kind = tflite_quant.op_kind(model, op)
+    options = op.builtinOptions
+    if options is None or not hasattr(options, "fusedActivationFunction"):
+        raise SkipEdit(
+            f"TFLite {kind} fuses no activation; inserting a {activation} op is not written"
+        )
+    if options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+        raise SkipEdit(f"TFLite {kind} already fuses an activation")
+    name = ACTIVATIONS.get(activation)
+    if name is None or name == "NONE":
+        raise SkipEdit(f"TFLite has no fused activation {activation!r}")
+    options.fusedActivationFunction = getattr(schema.ActivationFunctionType, name)
 
 
 def _pair(value: Any) -> tuple[int, int]:

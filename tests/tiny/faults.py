@@ -131,6 +131,26 @@ def _drop_bias(model: onnx.ModelProto) -> None:
     del conv.input[2]
 
 
+def _drop_activation(model: onnx.ModelProto) -> None:
+    """relu2 left out: avgpool reads conv2's output (a converter that lost a fused ReLU)."""
+    relu = _node(model, "relu2")
+    _node(model, "avgpool").input[0] = relu.input[0]
+    model.graph.node.remove(relu)
+
+
+def _swap_activation_and_pool(model: onnx.ModelProto) -> None:
+    """conv2 -> avgpool -> relu2 instead of conv2 -> relu2 -> avgpool (a converter that
+    reordered ops it wrongly took for commuting)."""
+    relu, pool = _node(model, "relu2"), _node(model, "avgpool")
+    pool.input[0], pool.output[0] = "c2", "pooled"
+    relu.input[0], relu.output[0] = "pooled", "ap"
+    nodes = [n for n in model.graph.node if n.name != "relu2"]
+    nodes.insert(nodes.index(pool) + 1, relu)
+    copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes]
+    del model.graph.node[:]
+    model.graph.node.extend(copies)
+
+
 # a fault: (edit, (stage, kind, source_layer, target_layer) convdiff must report)
 Fault = tuple[Callable[[onnx.ModelProto], None], tuple[str, str, str, str]]
 
@@ -194,6 +214,11 @@ FAULTS: dict[str, Fault] = {
         ("hyperparams", "axis", "softmax", "softmax"),
     ),
     "maxpool_zero_pad": (_zero_pad_before_max_pool, ("graph", "extra_layer", None, "pool1_pad")),
+    "dropped_activation": (_drop_activation, ("graph", "missing_layer", "relu2", None)),
+    "swapped_layers": (
+        _swap_activation_and_pool,
+        ("graph", "reordered", "avgpool", "avgpool"),
+    ),
 }
 
 
