@@ -118,9 +118,9 @@ def test_reader_errors_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConvdiffError, match="schema_version 2; this convdiff reads 1"):
         Patch.load(path)
 
-    data["edits"] = [{"action": "insert_node", "layer": "x"}]
+    data["edits"] = [{"action": "rename_node", "layer": "x"}]
     path.write_text(json.dumps(data))
-    with pytest.raises(ConvdiffError, match="unknown action 'insert_node'"):
+    with pytest.raises(ConvdiffError, match="unknown action 'rename_node'"):
         Patch.load(path)
 
     path.write_text("{not json")
