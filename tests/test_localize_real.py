@@ -94,3 +94,20 @@ def test_inceptionv3_dynamic_range_names_exactly_the_int8_weights(
     assert {(f.kind, f.evidence["param"]) for f in weights} == {("precision", "weight")}
     assert sorted(f.evidence["tensor"] for f in weights) == sorted(int8)
     assert report.imports["target"]["refused"]  # TVM refused the int8 file: its float twin
+
+
+def test_inceptionv3_onnx_to_torch_imports_and_has_no_finding(
+    pool: WorkerPool, tmp_path: Path, cache: Path
+) -> None:
+    # onnx2torch writes the constant Gathers of torchvision's transform_input as aten.item of
+    # a buffer feeding select, which TVM's torch frontend refused (exit 2); folded first now
+    options = ConvertOptions(torch_exporter="torchscript", opset=17)
+    _, onnx_file, pt2 = _convert(
+        tmp_path / "run", cache, "inceptionv3", "torch", "torch", via=("onnx",), convert=options
+    )
+    report = _localize(pool, onnx_file, pt2, tmp_path / "loc")
+    assert report.error == "" and _by_stage(report) == {}
+    assert report.alignment["pairs"] == 225 and report.alignment["unmatched"] == 0
+    assert report.imports["target"]["notes"] == [
+        "3 aten.item of a constant buffer folded to its value for TVM"
+    ]
