@@ -208,8 +208,8 @@ def localize(
                 "to --stages)"
             )
         with progress.step("reading the layer names of the model files"):
-            # a Keras source keeps its conversion's op names (the patch names target layers)
-            names_a, _ = file_names(raw_a, pool)
+            # a Keras model's layers are named as Keras names them, on either side
+            names_a, _ = file_names(raw_a, pool, source.file)
             names_b, index_b = file_names(raw_b, pool, target.file)
     report.alignment = {
         "pairs": len(alignment.pairs),

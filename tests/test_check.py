@@ -328,7 +328,7 @@ def test_junit_counts_and_escaping(tmp_path: Path) -> None:
 # TFLite dynamic-range quantization stores the 48-filter convolution's kernel in int8: the one
 # weight that lost precision, named as the two files name it (BatchNorm is folded into the conv).
 QUANT_FINDING = (
-    "weights precision at tiny_cnn_1/conv_1/convolution/merged_input -> tiny_cnn_1/relu_1/Relu;"
+    "weights precision at conv -> tiny_cnn_1/relu_1/Relu;"
     "tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"
     "tiny_cnn_1/bn_1/batchnorm/sub1: conv2d weight: precision lost: int8 in the target file "
     "(per-channel scales) (max abs 0.000786, max rel 0.00391)"

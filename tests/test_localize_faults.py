@@ -107,9 +107,9 @@ def test_dynamic_range_tflite_has_precision_loss_exactly_on_its_int8_layers(
     finding = report.findings[0]
     assert finding.evidence["tensor"] == "tiny_cnn_1/conv_1/convolution"
     assert finding.evidence["grid"] == "int8 in the target file (per-channel scales)"
-    # named as the files name them: the TFLite op's output tensor, the Keras weight's TF name
+    # named as the files name them: the TFLite op's output tensor, the Keras layer
     assert "tiny_cnn_1/conv_1/convolution" in finding.target_layer
-    assert finding.source_layer == "tiny_cnn_1/conv_1/convolution/merged_input"
+    assert finding.source_layer == "conv"
     assert 0 < finding.evidence["max_rel"] < 1 / 127
     assert report.imports["source"]["route"] == "keras -> onnx (tf2onnx)"
     assert report.imports["target"]["refused"].startswith("OpNotImplemented")

@@ -23,6 +23,7 @@ from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
 from convdiff.repair.command import RepairConfig, RepairReport, repair
 from convdiff.repair.patch import sha256_of
 from convdiff.workers import WorkerPool
+from tests.tiny.ir_models import tiny_rich_cnn
 from tests.tiny.repair_frameworks import KERAS_FAULTS, TORCH_FAULTS
 
 KERAS_EDITS = {
@@ -241,3 +242,33 @@ def test_keras_names_map_conversion_ops_onto_layers() -> None:
         ops[2][1]: "dense",
         ops[4][1]: "relu",
     }
+
+
+def test_an_onnx2keras_model_is_named_and_repaired(pool: WorkerPool, tmp_path: Path) -> None:
+    # onnx2keras writes Lambda layers, which Keras' safe mode refuses to load: the applier
+    # and the layer names once failed on every Keras model it converted
+    source = tiny_rich_cnn(tmp_path / "rich.onnx")
+    converted = _value(
+        pool.call(
+            "tf",
+            "convdiff.tasks:convert",
+            src="onnx",
+            dst="keras",
+            src_path=str(source),
+            out_dir=str(tmp_path / "k"),
+            options={},
+        )  # fmt: skip
+    )
+    faulty = tmp_path / "faulty.keras"
+    _value(
+        pool.call(
+            "tf",
+            "tests.tiny.keras_models:scale_kernel",
+            path=converted["path"],
+            layer="c2",
+            factor=1.5,
+            out=str(faulty),
+        )  # fmt: skip
+    )
+    report = _repair(pool, source, faulty, tmp_path / "fixed.keras", tmp_path / "work")
+    _assert_repaired(report, ["c2.weight"])

@@ -186,7 +186,7 @@ def test_changed_options_redo_the_cells(models: tuple[Path, Path], tmp_path: Pat
 
 # As in tests/test_check.py: the int8 kernel of the 48-filter convolution, named as the files do.
 QUANT_FINDING = (
-    "weights precision at tiny_cnn_1/conv_1/convolution/merged_input -> tiny_cnn_1/relu_1/Relu;"
+    "weights precision at conv -> tiny_cnn_1/relu_1/Relu;"
     "tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"
     "tiny_cnn_1/bn_1/batchnorm/sub1: conv2d weight: precision lost: int8 in the target file "
     "(per-channel scales) (max abs 0.000786, max rel 0.00391)"

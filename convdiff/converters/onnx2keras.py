@@ -18,8 +18,10 @@ Two things are convdiff's, not the tool's:
   default arguments ("arg 4 (defaults) must be None or tuple": the defaults come back from
   JSON as a list). So each function's defaults are moved into the layer's ``arguments``
   (which Lambda passes as keyword arguments, and serializes as data) and the function is
-  renamed ``<lambda>``. The computation is unchanged; the model is written as .keras and
-  loads with ``safe_mode=False``.
+  renamed ``<lambda>`` (:func:`convdiff.frameworks.keras.make_lambdas_serializable`, which
+  every writer of a loaded model calls again: a function loaded back from bytecode takes its
+  code's name, ``target_layer``, once more). The computation is unchanged; the model is
+  written as .keras and loads with ``safe_mode=False``.
 
 Running the result needs TensorFlow's oneDNN kernels (its x86 default): plain TF has no NCHW
 Conv2D on the CPU, which is why the workers no longer set ``TF_ENABLE_ONEDNN_OPTS=0``.
@@ -32,6 +34,7 @@ from typing import Any
 
 from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.frameworks.keras import make_lambdas_serializable
 
 
 @converter(
@@ -53,7 +56,7 @@ def onnx_to_keras(
         model = convert(model_proto, [i.name for i in inputs], input_shapes=shapes, verbose=False)
     finally:
         keras.backend.set_image_data_format(data_format)
-    _make_lambdas_serializable(model)
+    make_lambdas_serializable(model)
     out = out_dir / "model.keras"
     model.save(str(out))
     return out
@@ -70,23 +73,3 @@ def _input_shapes(inputs: list[Any], input_shape: list[int | None] | None) -> li
     if input_shape is None or len(inputs) != 1 or any(d is None for d in input_shape[1:]):
         return None  # let onnx2keras fail and say why
     return [list(input_shape[1:])]
-
-
-def _make_lambdas_serializable(model: Any) -> None:
-    import keras
-
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.Lambda):
-            continue
-        function = layer.function
-        code = function.__code__
-        bound = dict(function.__kwdefaults__ or {})
-        if function.__defaults__:
-            names = code.co_varnames[: code.co_argcount]
-            bound.update(
-                zip(names[-len(function.__defaults__) :], function.__defaults__, strict=True)
-            )
-        layer.arguments = {**bound, **(layer.arguments or {})}
-        function.__defaults__ = None
-        function.__kwdefaults__ = None
-        function.__name__ = "<lambda>"

@@ -48,3 +48,26 @@ def predict(model: Any, batch: np.ndarray) -> np.ndarray:
 
 def _dims(shape: Any) -> list[int | None]:
     return [None if d is None else int(d) for d in shape]
+
+
+def make_lambdas_serializable(model: Any) -> None:
+    """Before saving: each Lambda's function is stored as bytecode, its default arguments as
+    the layer's ``arguments`` (see :mod:`convdiff.converters.onnx2keras` for why). Call it
+    on every model about to be saved that may hold onnx2keras' Lambda layers."""
+    import keras
+
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Lambda):
+            continue
+        function = layer.function
+        code = function.__code__
+        bound = dict(function.__kwdefaults__ or {})
+        if function.__defaults__:
+            names = code.co_varnames[: code.co_argcount]
+            bound.update(
+                zip(names[-len(function.__defaults__) :], function.__defaults__, strict=True)
+            )
+        layer.arguments = {**bound, **(layer.arguments or {})}
+        function.__defaults__ = None
+        function.__kwdefaults__ = None
+        function.__name__ = "<lambda>"

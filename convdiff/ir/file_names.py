@@ -12,6 +12,7 @@ their own names, and where the sizes cannot be paired no name is given rather th
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,10 +87,11 @@ def file_names(
             ops = _torch_ops(pool, str(path))
         else:
             return {}, {}
-        if raw.meta.get("route") and model is not None and pool is not None:
-            ops = _keras_ops(pool, model, ops)
     except Exception:  # names are a convenience: the canonical ids still identify layers
         return {}, {}
+    if raw.meta.get("route") and model is not None and pool is not None:
+        with contextlib.suppress(Exception):  # else the conversion's own op names
+            ops = _keras_ops(pool, model, ops)
     names, index = {}, {}
     for kind in dict.fromkeys(op.kind for op in ops):
         in_file = [op for op in ops if op.kind == kind]

@@ -119,9 +119,11 @@ def apply_task(target: str, edits: list[dict[str, Any]], tensors_npz: str, out: 
 
 
 def _load(path: str) -> Any:
-    import keras
+    """As convdiff loads Keras models everywhere: onnx2keras writes Lambda layers, which
+    Keras' safe mode refuses (see :mod:`convdiff.frameworks.keras`)."""
+    from convdiff.frameworks.keras import load
 
-    return keras.saving.load_model(path, compile=False)
+    return load(path)
 
 
 def _layer(model: Any, name: str) -> Any:
@@ -228,8 +230,11 @@ def _rebuild(model: Any, changes: dict[str, dict[str, Any]]) -> Any:
 
 def _save(model: Any, out: Path, target: Path) -> None:
     """Save as .keras with the target's ``date_saved`` and a fixed zip date (module doc)."""
+    from convdiff.frameworks.keras import make_lambdas_serializable
+
     with tempfile.TemporaryDirectory(prefix="convdiff-keras-") as tmp:
         saved = Path(tmp) / "model.keras"
+        make_lambdas_serializable(model)
         model.save(saved)
         stamp = _date_saved(target)
         buffer = io.BytesIO()

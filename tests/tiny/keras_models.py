@@ -96,6 +96,19 @@ def build_tiny_upsample(out_dir: str, interpolation: str = "bilinear", seed: int
     return str(out / "model.keras")
 
 
+def scale_kernel(path: str, layer: str, factor: float, out: str) -> str:
+    """A copy of the Keras model at ``path`` with ``layer``'s kernel times ``factor`` (loaded
+    as convdiff loads models: onnx2keras writes Lambda layers)."""
+    from convdiff.frameworks.keras import load, make_lambdas_serializable
+
+    model = load(path)
+    weights = model.get_layer(layer).get_weights()
+    model.get_layer(layer).set_weights([weights[0] * factor, *weights[1:]])
+    make_lambdas_serializable(model)
+    model.save(out)
+    return out
+
+
 def write_saved_model(keras_path: str, out_dir: str) -> str:
     """Export a .keras model as a SavedModel folder (Keras 3 ``model.export``)."""
     import keras
