@@ -142,6 +142,38 @@ def test_align_reports_a_missing_layer_and_continues_past_it() -> None:
     ]
 
 
+def test_unfoldable_constant_arithmetic_is_skipped_not_a_reordered_cascade() -> None:
+    """onnx2keras' channels_first Conv2D adds its bias along W, which blocks every fold after
+    it: B keeps add(W), mul, add(C) after the conv. Three extra layers, then the rest aligns
+    (once 8 of the layers after it were unmatched and reported as reordered)."""
+    a = canonicalize(_raw())
+    b = canonicalize(_raw())
+    extras = [
+        Layer("aw", "add", ["c"], {}, [1, 4, 8, 8], {"const": B.reshape(1, 1, 1, 4)}),
+        Layer("ms", "mul", ["aw"], {}, [1, 4, 8, 8], {"const": np.ones((1, 4, 1, 1))}),
+        Layer("as", "add", ["ms"], {}, [1, 4, 8, 8], {"const": np.zeros((1, 4, 1, 1))}),
+    ]
+    b.layers[2:2] = extras
+    b["mx"].inputs = ["as"]
+    b.reindex()
+    alignment = align(a, b)
+    assert [(p.a, p.b, p.direct) for p in alignment.pairs] == [
+        ("x", "x", True),
+        ("c", "c", True),
+        ("mx", "mx", False),
+        ("g", "g", True),
+    ]
+    assert [(u.graph, u.layer) for u in alignment.unmatched] == [
+        ("b", "aw"),
+        ("b", "ms"),
+        ("b", "as"),
+    ]
+    # three extra layers that compute with no constant still stop the walk after two
+    for layer in extras:
+        layer.op, layer.params = "sigmoid", {}
+    assert [u.layer for u in align(a, b).unmatched if u.graph == "a"] == ["mx", "g"]
+
+
 def test_a_reordered_flatten_has_no_raw_tensor_and_its_dense_layer_keeps_its_own() -> None:
     """NHWC features (h, w, c) reordered to (c, h, w) for the dense layer: the raw flatten
     tensor holds the old order, so no raw tensor equals the canonical flatten's output."""

@@ -11,7 +11,10 @@ A layer one graph has and the other lacks (an extra activation, a transpose of r
 an op a converter split in two) is reported unmatched with the reason, and alignment
 continues past it: a single-input layer of A without a counterpart stands for its input
 downstream, and up to ``max_skip`` unpaired single-input layers of B may sit between a paired
-input and a candidate.
+input and a candidate. Unpaired arithmetic with a constant (a bias or BatchNorm's scale and
+shift that canonicalization could not fold, say a bias added along the wrong axis) does not
+count toward ``max_skip``, up to :data:`MAX_CONSTANT_SKIP` of them: without that, every layer
+after such a spot was unmatched and reported as reordered.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import numpy as np
 from convdiff.ir.graph import CanonicalGraph, Layer
 
 COMMUTATIVE = ("add", "mul", "maximum", "minimum")
+CONSTANT_ARITHMETIC = ("add", "sub", "mul", "div")  # with a "const" param: one data input
+MAX_CONSTANT_SKIP = 6
 
 
 @dataclass(frozen=True)
@@ -117,11 +122,20 @@ class _Aligner:
         return lid
 
     def _resolve_b(self, lid: str) -> tuple[str, list[str]]:
-        """Walk up from a B layer through at most ``max_skip`` unpaired single-input layers."""
+        """Walk up from a B layer through at most ``max_skip`` unpaired single-input layers
+        (arithmetic with a constant not counted, up to :data:`MAX_CONSTANT_SKIP`)."""
         passed: list[str] = []
-        while lid not in self.mb and len(passed) < self.max_skip:
+        counted = constants = 0
+        while lid not in self.mb:
             layer = self.b[lid]
             if layer.op == "input" or len(layer.inputs) != 1:
+                break
+            constant = layer.op in CONSTANT_ARITHMETIC and "const" in layer.params
+            if constant and constants < MAX_CONSTANT_SKIP:
+                constants += 1
+            elif counted < self.max_skip:
+                counted += 1
+            else:
                 break
             passed.append(lid)
             lid = layer.inputs[0]

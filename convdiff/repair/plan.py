@@ -169,7 +169,12 @@ class _Planner:
                 self._attr(f, layer, field, src[attr], dst.get(attr))
 
     def _graph(self, f: Finding) -> None:
-        if f.kind == "extra_layer" and f.target_layer is not None:
+        if f.kind == "extra_layer" and f.target_layer not in self.by_name:
+            # a canonical id: the op is part of another node of the file (a Keras layer's own
+            # bias add, say), which no edit of that node alone removes
+            self._cannot(f, "the file has no node of its own for it")
+            return
+        if f.kind == "extra_layer":
             self.edits.append(
                 Edit(
                     "remove_node",
