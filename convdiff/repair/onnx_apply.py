@@ -408,10 +408,16 @@ def _move_node(model: onnx.ModelProto, node: onnx.NodeProto, value: Any) -> None
         raise SkipEdit(f"{node.name!r} already follows {after.name!r}")
     if any(o.name in (out, target) for o in model.graph.output):
         raise SkipEdit("moving a node that writes or reads the graph's output is not written")
+    before = onnx.GraphProto()
+    before.CopyFrom(model.graph)  # a refused edit leaves the model as it was
     _rename_reads(model, out, src)  # out of its place
     _rename_reads(model, target, out)  # into the new one
     node.input[0] = target
-    _topological_order(model)
+    try:
+        _topological_order(model)
+    except SkipEdit:
+        model.graph.CopyFrom(before)
+        raise
     for i, vi in enumerate(model.graph.value_info):
         if vi.name == out:  # its shape is where it now stands
             del model.graph.value_info[i]
@@ -450,7 +456,7 @@ def _topological_order(model: onnx.ModelProto) -> None:
     while pending:
         node = next((n for n in pending if all(i in ready for i in n.input)), None)
         if node is None:
-            raise SkipEdit("the moved node would make a cycle")
+            raise SkipEdit("the nodes cannot be ordered after the move (an input no node writes)")
         pending.remove(node)
         ordered.append(node)
         ready.update(node.output)
