@@ -188,12 +188,13 @@ def _onnx_ops(path: str) -> list[FileOp]:
 
     model = onnx.load(path, load_external_data=False)
     sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    weights = set(sizes)
     ops = []
     for i, node in enumerate(model.graph.node):
         kind = ONNX_KINDS.get(node.op_type)
         if kind:
             weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
-            ops.append(FileOp(kind, _onnx_name(node, set(sizes)), i, sizes.get(weight)))
+            ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
     return ops
 
 

@@ -372,7 +372,9 @@ def _insert_node(model: onnx.ModelProto, after: onnx.NodeProto, op: str, value: 
     names = {n.name for n in model.graph.node}
     name = str(value.get("name") or f"{after.name}_{op}")
     name = name if name not in names else _fresh(names, name)
-    new_out = _fresh(_tensor_names(model), f"{name}_output")
+    taken = _tensor_names(model)
+    new_out = _fresh(taken, f"{name}_output")
+    taken.add(new_out)
     inputs, kwargs = [out], {}
     if op in ("relu6", "clip"):
         low, high = (0.0, 6.0) if op == "relu6" else (attrs.get("min"), attrs.get("max"))
@@ -382,7 +384,8 @@ def _insert_node(model: onnx.ModelProto, after: onnx.NodeProto, op: str, value: 
             kwargs = {"min": float(low), "max": float(high)}
         else:
             for bound, field in ((low, "min"), (high, "max")):
-                tensor = _fresh(_tensor_names(model), f"{name}.{field}")
+                tensor = _fresh(taken, f"{name}.{field}")
+                taken.add(tensor)
                 model.graph.initializer.append(
                     numpy_helper.from_array(np.array(bound, dtype=np.float32), tensor)
                 )

@@ -247,21 +247,14 @@ def _set_attr(model: Any, op: Any, field: str, value: Any) -> None:
 
 
 def _fuse_activation(model: Any, op: Any, activation: str) -> None:
-    """An activation missing after ``op``, as the op's fused activation (no new op)."""
+    """An activation missing after ``op``, as the op's fused activation (no new op): the
+    ``activation`` attribute edit, on an op that fuses none yet."""
     from ai_edge_litert import schema_py_generated as schema
 
-    kind = tflite_quant.op_kind(model, op)
-    options = op.builtinOptions
-    if options is None or not hasattr(options, "fusedActivationFunction"):
-        raise SkipEdit(
-            f"TFLite {kind} fuses no activation; inserting a {activation} op is not written"
-        )
-    if options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
-        raise SkipEdit(f"TFLite {kind} already fuses an activation")
-    name = ACTIVATIONS.get(activation)
-    if name is None or name == "NONE":
-        raise SkipEdit(f"TFLite has no fused activation {activation!r}")
-    options.fusedActivationFunction = getattr(schema.ActivationFunctionType, name)
+    fused = getattr(op.builtinOptions, "fusedActivationFunction", None)
+    if fused not in (None, schema.ActivationFunctionType.NONE):
+        raise SkipEdit(f"TFLite {tflite_quant.op_kind(model, op)} already fuses an activation")
+    _set_attr(model, op, "activation", activation)
 
 
 def _pair(value: Any) -> tuple[int, int]:
