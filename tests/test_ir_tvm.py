@@ -18,6 +18,7 @@ from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.workers import WorkerPool
+from tests.tasks import convert
 from tests.tiny.faults import fault_base
 from tests.tiny.ir_models import tiny_rich_cnn
 
@@ -26,20 +27,6 @@ REFUSAL = (
     "'CONV_2D'. If you are running an optimized graph, please turn off dynamic range "
     "quantization or use full integer quantization"
 )
-
-
-def _convert(pool: WorkerPool, src: str, dst: str, path: str, out: Path, **options: Any) -> str:
-    outcome = pool.call(
-        "tf",
-        "convdiff.tasks:convert",
-        src=src,
-        dst=dst,
-        src_path=path,
-        out_dir=str(out),
-        options=options,
-    )
-    assert outcome, outcome.message
-    return outcome.value["path"]
 
 
 def _imported(pool: WorkerPool, framework: str, path: str, out: Path, **kw: Any) -> CanonicalGraph:
@@ -80,8 +67,8 @@ def test_onnx_direct_equals_onnx2keras_then_tflite(
     directly vs converted by onnx2keras and TFLiteConverter: the TFLite graph has explicit pads,
     NCHW<->NHWC transposes around every conv and pool, BN folded, a run-time computed Flatten
     shape; after canonicalization the two are the same graph."""
-    keras_path = _convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
-    tflite_path = _convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
+    keras_path = convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
+    tflite_path = convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
     direct = _imported(pool, "onnx", str(rich), tmp_path / "tvm-onnx")
     routed = _imported(pool, "tflite", tflite_path, tmp_path / "tvm-tflite")
     assert direct.ops() == [
@@ -122,7 +109,7 @@ def test_a_keras_model_whose_route_fails_takes_the_other_route(
     """onnx2keras' channels_first model of the fault base: TVM's TFLite frontend fails on the
     TFLiteConverter's file (expand_dims), so the import takes the tf2onnx route and says why."""
     base = fault_base(tmp_path / "base.onnx")
-    keras_path = _convert(pool, "onnx", "keras", str(base), tmp_path / "keras")
+    keras_path = convert(pool, "onnx", "keras", str(base), tmp_path / "keras")
     graph, info = import_via_pool(pool, "keras", keras_path, tmp_path / "tvm", route="tflite")
     assert graph is not None, info.get("error")
     assert graph.meta["route"] == info["route"] == "keras -> onnx (tf2onnx)"
@@ -140,7 +127,7 @@ def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(
         "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
     )
     assert built, built.message
-    q_path = _convert(
+    q_path = convert(
         pool, "keras", "tflite", built.value["keras"], tmp_path / "q", tflite_opt="dynamic-range"
     )
     report = tflite_quant.read(q_path)
@@ -209,8 +196,8 @@ def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_lay
     the fed images in NCHW, the last tensor is the output; ids are import_graph's."""
     from convdiff.stages import StageContext, activations
 
-    keras_path = _convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
-    tflite_path = _convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
+    keras_path = convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
+    tflite_path = convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
     x = np.random.default_rng(2).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)
     a = canonicalize(_imported(pool, "onnx", str(rich), tmp_path / "ga"))

@@ -27,6 +27,7 @@ from convdiff.ir.graph import CanonicalGraph
 from convdiff.localize import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
 from convdiff.progress import Progress
 from convdiff.workers import WorkerPool
+from tests.tasks import convert
 from tests.tiny.real_patterns import (
     tiny_channel_gather,
     tiny_deep_bn,
@@ -165,17 +166,8 @@ def test_a_gather_at_a_constant_index_is_one_take(pool: WorkerPool, tmp_path: Pa
 
 def test_onnx2torch_s_constant_gather_imports_into_tvm(pool: WorkerPool, tmp_path: Path) -> None:
     model = tiny_channel_gather(tmp_path / "gather.onnx")
-    converted = pool.call(
-        "torch",
-        "convdiff.tasks:convert",
-        src="onnx",
-        dst="torch",
-        src_path=str(model),
-        out_dir=str(tmp_path / "pt2"),
-        options={},
-    )
-    assert converted, converted.message
-    report = _localize(pool, model, Path(converted.value["path"]), tmp_path / "out")
+    pt2 = convert(pool, "onnx", "torch", model, tmp_path / "pt2", worker="torch")
+    report = _localize(pool, model, Path(pt2), tmp_path / "out")
     assert report.error == "" and _found(report) == [] and report.exit_code == 0
     assert report.alignment["unmatched"] == 0
     assert report.imports["target"]["notes"] == [

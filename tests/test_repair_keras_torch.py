@@ -23,6 +23,7 @@ from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
 from convdiff.repair.command import RepairConfig, RepairReport, repair
 from convdiff.repair.patch import sha256_of
 from convdiff.workers import WorkerPool
+from tests.tasks import convert
 from tests.tiny.ir_models import tiny_rich_cnn
 from tests.tiny.repair_frameworks import KERAS_FAULTS, TORCH_FAULTS
 
@@ -248,23 +249,13 @@ def test_an_onnx2keras_model_is_named_and_repaired(pool: WorkerPool, tmp_path: P
     # onnx2keras writes Lambda layers, which Keras' safe mode refuses to load: the applier
     # and the layer names once failed on every Keras model it converted
     source = tiny_rich_cnn(tmp_path / "rich.onnx")
-    converted = _value(
-        pool.call(
-            "tf",
-            "convdiff.tasks:convert",
-            src="onnx",
-            dst="keras",
-            src_path=str(source),
-            out_dir=str(tmp_path / "k"),
-            options={},
-        )  # fmt: skip
-    )
+    keras = convert(pool, "onnx", "keras", source, tmp_path / "k")
     faulty = tmp_path / "faulty.keras"
     _value(
         pool.call(
             "tf",
             "tests.tiny.keras_models:scale_kernel",
-            path=converted["path"],
+            path=keras,
             layer="c2",
             factor=1.5,
             out=str(faulty),

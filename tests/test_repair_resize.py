@@ -18,6 +18,7 @@ from convdiff.localize import LocalizeConfig
 from convdiff.progress import Progress
 from convdiff.repair.command import RepairConfig, RepairReport, repair
 from convdiff.workers import WorkerPool
+from tests.tasks import convert
 from tests.tiny.real_patterns import tiny_resize
 
 
@@ -70,12 +71,9 @@ def test_a_tflite_resize_is_repaired_to_the_converter_s_options(
         "tf", "tests.tiny.keras_models:build_tiny_upsample", out_dir=str(tmp_path / "keras")
     )
     assert built, built.message
-    converted = pool.call(
-        "tf", "convdiff.tasks:convert", src="keras", dst="tflite", src_path=built.value,
-        out_dir=str(tmp_path / "tflite"), options={"tflite_opt": "none"},
-    )  # fmt: skip
-    assert converted, converted.message
-    clean = Path(converted.value["path"])
+    clean = Path(
+        convert(pool, "keras", "tflite", built.value, tmp_path / "tflite", tflite_opt="none")
+    )
     model = tflite_quant.unpack(clean)
     (resize,) = tflite_quant.ops_of(model, "RESIZE_BILINEAR")
     options = resize.builtinOptions
