@@ -27,63 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CONVDIFF = [sys.executable, "-m", "convdiff.cli"]
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory of ``root`` and all its descendants, in MB."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(p for p, parent in parents.items() if parent == pid and p not in tree)
-    total = 0.0
-    for pid in tree:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_MB
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) of the process tree, stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    peak = [0.0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    proc.wait()
-    wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    if proc.returncode not in (0, 1):  # localize: 1 = findings
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
-    return wall, peak[0], out
+from bench_common import CONVDIFF, ROOT, alternate, warm_keras_tflite
 
 
 def baseline(source: str, target: str, inputs: str, out: str) -> None:
@@ -120,40 +68,31 @@ def baseline(source: str, target: str, inputs: str, out: str) -> None:
 def bench_model(
     model: str, runs: int, work: Path, env: dict[str, str], stages: str, tflite_opt: str
 ) -> dict:
-    warm = work / f"{model}-warm"
-    subprocess.run(
-        [*CONVDIFF, "run", model, "--src", "keras", "--dst", "tflite", "--out", str(warm)]
-        + ["--tflite-opt", tflite_opt, "--quiet"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    report = json.loads((warm / "report.json").read_text())
-    source, target = report["source"]["path"], report["chain"][0]["artifact"]["path"]
+    warm, source, target = warm_keras_tflite(model, work, env, tflite_opt)
     import numpy as np
 
     with np.load(warm / "inputs" / "x.npz") as data:
         one = work / f"{model}-x1.npz"
         np.savez(one, x=data["x"][:1])
-    base_wall, base_peak, loc_wall, loc_peak, findings = [], [], [], [], []
-    for i in range(runs):
-        wall, peak, _ = timed(
+    times = alternate(
+        runs,
+        lambda i: (
             [sys.executable, __file__, "--baseline", source, target, str(one)]
-            + [str(work / f"{model}-base-{i}")],
-            env,
-        )
-        base_wall.append(wall)
-        base_peak.append(peak)
-        out = work / f"{model}-loc-{i}"
-        wall, peak, _ = timed(
+            + [str(work / f"{model}-base-{i}")]
+        ),
+        lambda i: (
             [*CONVDIFF, "localize", source, target, "--stages", stages]
-            + ["--out", str(out), "--quiet"],
-            env,
-        )
-        loc_wall.append(wall)
-        loc_peak.append(peak)
-        findings.append(len(json.loads((out / "report.json").read_text())["findings"]))
+            + ["--out", str(work / f"{model}-loc-{i}"), "--quiet"]
+        ),
+        env,
+    )
+    findings = [
+        len(json.loads((work / f"{model}-loc-{i}" / "report.json").read_text())["findings"])
+        for i in range(runs)
+    ]
+    base_wall, base_peak, loc_wall, loc_peak = (
+        times[k] for k in ("base_wall", "base_peak", "wall", "peak")
+    )
     med = statistics.median
     return {
         "model": model,

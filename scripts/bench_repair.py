@@ -15,7 +15,7 @@ alternately and ``--runs`` times, from this process:
 Both are timed the same way, so machine noise hits both alike. Reported: medians of wall time,
 the repair's cost in baseline passes (wall ratio), the native inference passes over the image
 set repair.json counts, the top-1 discrepancy and max |diff| before and after, and the peak
-resident memory of the whole process tree (sampled every 50 ms; see bench_localize.py).
+resident memory of the whole process tree (sampled every 50 ms; see bench_common.py).
 
     .venv/bin/python scripts/bench_repair.py [--runs 3] [--models mobilenetv2,inceptionv3]
 """
@@ -26,15 +26,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_localize import timed  # the same timing and process-tree memory sampling
-
-ROOT = Path(__file__).resolve().parent.parent
-CONVDIFF = [sys.executable, "-m", "convdiff.cli"]
+from bench_common import CONVDIFF, ROOT, alternate, warm_keras_tflite
 
 
 def baseline(source: str, target: str, inputs: str, out: str) -> None:
@@ -56,36 +52,32 @@ def baseline(source: str, target: str, inputs: str, out: str) -> None:
 
 
 def bench_model(model: str, runs: int, work: Path, env: dict[str, str]) -> dict:
-    warm = work / f"{model}-warm"
-    subprocess.run(
-        [*CONVDIFF, "run", model, "--src", "keras", "--dst", "tflite"]
-        + ["--tflite-opt", "dynamic-range", "--out", str(warm), "--quiet"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    report = json.loads((warm / "report.json").read_text())
-    source, target = report["source"]["path"], report["chain"][0]["artifact"]["path"]
+    warm, source, target = warm_keras_tflite(model, work, env, "dynamic-range")
     inputs = str(warm / "inputs" / "x.npz")
-    base_wall, base_peak, rep_wall, rep_peak, results = [], [], [], [], []
-    for i in range(runs):
-        wall, peak, _ = timed(
+    times = alternate(
+        runs,
+        lambda i: (
             [sys.executable, __file__, "--baseline", source, target, inputs]
-            + [str(work / f"{model}-base-{i}")],
-            env,
-        )
-        base_wall.append(wall)
-        base_peak.append(peak)
-        out = work / f"{model}-repair-{i}"
-        wall, peak, _ = timed(
-            [*CONVDIFF, "repair", source, target, "-o", str(out / "fixed.tflite")]
-            + ["--preprocess", "inception", "--out", str(out), "--quiet"],
-            env,
-        )
-        rep_wall.append(wall)
-        rep_peak.append(peak)
-        results.append(json.loads((out / "repair.json").read_text()))
+            + [str(work / f"{model}-base-{i}")]
+        ),
+        lambda i: (
+            [*CONVDIFF, "repair", source, target]
+            + [
+                "-o",
+                str(work / f"{model}-repair-{i}" / "fixed.tflite"),
+                "--preprocess",
+                "inception",
+            ]
+            + ["--out", str(work / f"{model}-repair-{i}"), "--quiet"]
+        ),
+        env,
+    )
+    results = [
+        json.loads((work / f"{model}-repair-{i}" / "repair.json").read_text()) for i in range(runs)
+    ]
+    base_wall, base_peak, rep_wall, rep_peak = (
+        times[k] for k in ("base_wall", "base_peak", "wall", "peak")
+    )
     med = statistics.median
     last = results[-1]
     return {
