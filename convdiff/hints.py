@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from convdiff.report import Crash
+from convdiff.core.records import Crash
 
 
 @dataclass(frozen=True)

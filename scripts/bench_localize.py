@@ -36,13 +36,13 @@ from bench_common import CONVDIFF, ROOT, alternate, warm_keras_tflite
 
 def baseline(source: str, target: str, inputs: str, out: str) -> None:
     """The TVM work by hand: tf2onnx route of the source, import+compile+run of both files."""
-    from convdiff.workers import WorkerPool
+    from convdiff.runtime.pool import WorkerPool
 
     work = Path(out)
     with WorkerPool(work / "logs") as pool:
         route = pool.call(
             "tf",
-            "convdiff.tasks:convert",
+            "convdiff.runtime.tasks:convert",
             src="keras",
             dst="onnx",
             src_path=source,

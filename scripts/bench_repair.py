@@ -35,14 +35,14 @@ from bench_common import CONVDIFF, ROOT, alternate, warm_keras_tflite
 
 def baseline(source: str, target: str, inputs: str, out: str) -> None:
     """One differential pass by hand: both models loaded and run once on the images."""
-    from convdiff.workers import WorkerPool
+    from convdiff.runtime.pool import WorkerPool
 
     work = Path(out)
     with WorkerPool(work / "logs") as pool:
         for kind, framework, path in (("tf", "keras", source), ("litert", "tflite", target)):
             ran = pool.call(
                 kind,
-                "convdiff.tasks:infer",
+                "convdiff.runtime.tasks:infer",
                 framework=framework,
                 path=path,
                 inputs=inputs,

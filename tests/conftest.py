@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(

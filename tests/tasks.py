@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 
 
 def convert(
@@ -16,7 +16,7 @@ def convert(
     file's path (a failed conversion fails the test with the tool's message)."""
     outcome = pool.call(
         worker,
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src=src,
         dst=dst,
         src_path=str(path),

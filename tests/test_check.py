@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from convdiff.check import CheckResult, EntryResult, judge
-from convdiff.check_config import CheckEntry
 from convdiff.cli import cli
-from convdiff.config import RunConfig
-from convdiff.junit import JUnitCase, junit_tree
-from convdiff.report import Crash, RunReport
+from convdiff.commands.check.config import CheckEntry
+from convdiff.commands.check.flow import judge
+from convdiff.commands.check.junit import JUnitCase, junit_tree
+from convdiff.commands.check.render import entry_line, summary
+from convdiff.commands.check.types import CheckResult, EntryResult
+from convdiff.commands.run.types import Crash, RunConfig, RunReport
 from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,7 +262,7 @@ def _report(status: str, top1: float | None, diff: float | None, **kw: object) -
 )
 def test_judge(entry: CheckEntry, report: RunReport, verdict: str, line: str) -> None:
     result = judge(entry, report, 1.0)
-    assert (result.verdict, result.line) == (verdict, line)
+    assert (result.verdict, entry_line(result)) == (verdict, line)
     assert result.report == "/runs/e/report.json"
 
 
@@ -287,10 +288,10 @@ def test_exit_code_worst_wins(verdicts: tuple[str, ...], code: int) -> None:
 
 
 def test_summary_line() -> None:
-    assert _result("pass", "pass", "pass", "fail").summary() == (
+    assert summary(_result("pass", "pass", "pass", "fail")) == (
         "3 passed, 1 failed, 0 crashed in 74 s (run folders in /o)"
     )
-    assert _result("xfail", "xfail", "error", "error", "crash").summary() == (
+    assert summary(_result("xfail", "xfail", "error", "error", "crash")) == (
         "0 passed, 0 failed, 1 crashed, 2 allowed crashes, 2 errors in 74 s (run folders in /o)"
     )
 
@@ -367,12 +368,12 @@ def test_localize_names_the_quantized_conv_on_the_fail_line_and_in_junit(
 def test_a_failing_localization_never_turns_a_fail_into_a_crash(
     project: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import convdiff.localize
+    import convdiff.commands.followup
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(convdiff.localize, "localize", broken)
+    monkeypatch.setattr(convdiff.commands.followup, "localize", broken)
     config = (
         TINY
         + 'name = "tiny-exact"\nmax_abs_diff = 0.0\n\n'

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from convdiff.check_config import (
+from convdiff.cli import cli
+from convdiff.commands.check.config import (
     CheckConfigError,
     ConfigIssue,
     load_check_config,
     locate,
 )
-from convdiff.cli import cli
-from convdiff.config import ConvertOptions
+from convdiff.core.options import ConvertOptions
 from tests.tiny.onnx_models import tiny_classifier
 
 

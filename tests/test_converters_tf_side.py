@@ -1,7 +1,7 @@
-"""TF-side converter edges, each run through ``convdiff.tasks:convert`` in a real worker.
+"""TF-side converter edges, each run through ``convdiff.runtime.tasks:convert`` in a real worker.
 
 Every edge converts a tiny seeded model, then source and target run on the same batch in their
-own workers (``convdiff.tasks:infer``) and are compared. Float conversions must agree within
+own workers (``convdiff.runtime.tasks:infer``) and are compared. Float conversions must agree within
 1e-5; quantizing ones must show their quantized tensors and a bounded difference. Bounds are
 set around values measured here (TF 2.21.0, tf2onnx 1.17.0, LiteRT 2.3.0, onnx2keras 0.0.25).
 """
@@ -19,7 +19,7 @@ import tflite
 
 from convdiff.converters import load_all
 from convdiff.frameworks import FRAMEWORKS
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.keras_models import build_tiny_onnx
 
 KERAS = "tests.tiny.keras_models"
@@ -66,7 +66,7 @@ def _convert(pool: WorkerPool, src: str, dst: str, path: str, out_dir: Path, **o
     value = _ok(
         pool.call(
             info.worker,
-            "convdiff.tasks:convert",
+            "convdiff.runtime.tasks:convert",
             src=src,
             dst=dst,
             src_path=path,
@@ -85,7 +85,7 @@ def _infer(
     _ok(
         pool.call(
             FRAMEWORKS[framework].worker,
-            "convdiff.tasks:infer",
+            "convdiff.runtime.tasks:infer",
             framework=framework,
             path=path,
             inputs=inputs,
@@ -176,7 +176,7 @@ def test_unknown_tflite_opt_is_refused(
 ) -> None:
     outcome = pool.call(
         "tf",
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src="keras",
         dst="tflite",
         src_path=tiny["keras"],
@@ -274,7 +274,7 @@ def test_onnx2keras_crashes_on_tf2onnx_graph(
     onnx_path = _convert(pool, "keras", "onnx", tiny["keras"], tmp_path / "onnx")
     outcome = pool.call(
         "tf",
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src="onnx",
         dst="keras",
         src_path=onnx_path,
@@ -295,7 +295,7 @@ def test_onnx2keras_converts_torch_style_graph(pool: WorkerPool, tmp_path: Path)
     built = build_tiny_onnx(str(tmp_path / "src"), batch=None)
     path = _convert(pool, "onnx", "keras", built["onnx"], tmp_path / "keras")
     assert path.endswith("model.keras")
-    description = _ok(pool.call("tf", "convdiff.tasks:probe", framework="keras", path=path))
+    description = _ok(pool.call("tf", "convdiff.runtime.tasks:probe", framework="keras", path=path))
     assert description["input_shape"] == [None, 3, 8, 8]  # the ONNX model's NCHW layout
     diff = _diff(pool, ("onnx", built["onnx"]), ("keras", path), built["inputs"], layout="NCHW")
     assert diff < 1e-5

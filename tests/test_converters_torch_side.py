@@ -1,6 +1,6 @@
 """torch -> onnx (both exporters) and onnx -> torch (onnx2torch) on the tiny seeded model.
 
-Every conversion goes through ``convdiff.tasks:convert`` in a torch worker and is checked
+Every conversion goes through ``convdiff.runtime.tasks:convert`` in a torch worker and is checked
 against the eager module's outputs, with onnxruntime running the ONNX files.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from convdiff.workers import TaskOutcome, WorkerPool
+from convdiff.runtime.pool import TaskOutcome, WorkerPool
 
 TINY = "tests.tiny.torch_models"
 
@@ -51,7 +51,7 @@ def _convert(
 ) -> TaskOutcome:
     return pool.call(
         "torch",
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src=src,
         dst=dst,
         src_path=path,
@@ -65,7 +65,7 @@ def _run(pool: WorkerPool, framework: str, path: str, images: Path) -> np.ndarra
     out = images.parent / f"{framework}-{Path(path).parent.name}-{Path(path).stem}.npz"
     outcome = pool.call(
         "onnx" if framework == "onnx" else "torch",
-        "convdiff.tasks:infer",
+        "convdiff.runtime.tasks:infer",
         framework=framework,
         path=path,
         inputs=str(images),
@@ -131,7 +131,9 @@ def test_onnx_to_torch_round_trip(
     back = _convert(pool, "onnx", "torch", exported.value["path"], work / "rt-back")
     assert back, back.message
     assert back.value["path"] == str(work / "rt-back" / "model.pt2")
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=back.value["path"])
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=back.value["path"]
+    )
     assert probe.value["input_shape"] == [None, 3, 16, 16]
     assert probe.value["format"] == "torch.export"
     assert np.abs(_run(pool, "torch", back.value["path"], images) - eager).max() < 1e-5
@@ -157,7 +159,7 @@ def test_dynamo_exporter_refuses_torchscript(pool: WorkerPool, work: Path) -> No
     made = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(work / "ts-src"), fmt="pt")
     outcome = pool.call(
         "torch",
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src="torch",
         dst="onnx",
         src_path=made.value["path"],
@@ -199,7 +201,7 @@ def test_legacy_exporter_keeps_a_torchscript_batch_dynamic(
     )
     outcome = pool.call(
         "torch",
-        "convdiff.tasks:convert",
+        "convdiff.runtime.tasks:convert",
         src="torch",
         dst="onnx",
         src_path=made.value["path"],

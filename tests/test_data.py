@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convdiff import data
-from convdiff.data import ImageRecord, class_name, decode, image_folder, sample_set
-from convdiff.errors import DataError
+from convdiff.core.errors import DataError
+from convdiff.inputs import data
+from convdiff.inputs.data import ImageRecord, class_name, decode, image_folder, sample_set
 
 FORM = "expected '<image file> <class index 0..999 or class name>'"
 
@@ -78,7 +78,7 @@ def test_sample_set_is_16_labelled_photographs_found_without_importing_skimage()
 
 
 def test_sample_set_files_are_the_ones_labelled_and_all_decode() -> None:
-    manifest = json.loads((Path(data.__file__).parent / "data" / "sample_set.json").read_text())
+    manifest = json.loads((data._DATA_DIR / "sample_set.json").read_text())
     by_name = {e["name"]: e for e in manifest["images"]}
     for record in sample_set():
         entry = by_name[record.name]

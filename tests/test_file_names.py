@@ -1,11 +1,11 @@
-"""Pairing a model file's ops with the raw layers TVM made of them (convdiff.ir.file_names).
+"""Pairing a model file's ops with the raw layers TVM made of them (convdiff.ir.names).
 
 Pure logic on op lists: the real files' op lists are read in the localize and repair tests,
 which name every injected fault's layer as its file does."""
 
 from __future__ import annotations
 
-from convdiff.ir.file_names import FileOp, pair_ops
+from convdiff.ir.names import FileOp, pair_ops
 
 
 def _conv(name: str, index: int, size: int | None) -> FileOp:

@@ -14,13 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from convdiff.cli import cli
-from convdiff.config import ConvertOptions, RunConfig
-from convdiff.followup import source_spec
-from convdiff.preprocess import PRESETS
-from convdiff.progress import Progress
-from convdiff.report import RunReport
-from convdiff.run import run
-from convdiff.workers import WorkerPool
+from convdiff.commands.followup import run
+from convdiff.commands.run.types import RunConfig, RunReport
+from convdiff.core.options import ConvertOptions
+from convdiff.core.progress import Progress
+from convdiff.inputs.preprocess import PRESETS, PreprocessSpec
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import fault_base
 from tests.tiny.onnx_models import opset18_reduce_mean
 
@@ -82,10 +81,10 @@ def _dynamic_range_run(pool: WorkerPool, tmp_path: Path, **options: object) -> R
 def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path) -> None:
     report = _dynamic_range_run(pool, tmp_path, limit=4, localize=True)
     summary = report.localization
-    assert (summary["status"], summary["findings"]) == ("findings", {"weights": 1})
-    assert summary["top"].startswith("weights precision at conv -> ")
+    assert (summary.status, summary.findings) == ("findings", {"weights": 1})
+    assert summary.top.startswith("weights precision at conv -> ")
     written = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert written["localization"] == summary
+    assert written["localization"] == summary.__dict__
     assert written["status"] == report.status  # the verdict is the run's, not the localizer's
 
 
@@ -109,8 +108,8 @@ def test_a_crashed_run_has_nothing_to_localize(tmp_path: Path) -> None:
 def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
     spec = PRESETS[preset]
     as_written = json.loads(json.dumps({**spec.to_dict(), "description": spec.describe()}))
-    assert source_spec(as_written) == spec
-    assert source_spec({}) is None
+    assert PreprocessSpec.from_report(as_written) == spec
+    assert PreprocessSpec.from_report({}) is None
 
 
 def test_run_repair_brings_a_dynamic_range_tflite_back_to_float_level(
@@ -118,16 +117,16 @@ def test_run_repair_brings_a_dynamic_range_tflite_back_to_float_level(
 ) -> None:
     report = _dynamic_range_run(pool, tmp_path, repair=True)
     repaired = report.repair
-    assert repaired["status"] == "repaired"
-    assert repaired["before"]["max_abs_diff"] > 1e-4  # the int8 weights' doing
-    assert repaired["after"]["top1_discrepancy"] == 0.0
-    assert repaired["after"]["max_abs_diff"] < 1e-5  # a float conversion's level
+    assert repaired.status == "repaired"
+    assert repaired.before["max_abs_diff"] > 1e-4  # the int8 weights' doing
+    assert repaired.after["top1_discrepancy"] == 0.0
+    assert repaired.after["max_abs_diff"] < 1e-5  # a float conversion's level
     # no top-1 label differs: TVM runs the target (tools stage) but no source activations
-    assert repaired["passes"] == {"native": 3, "tvm": 1}
-    output = Path(repaired["output"])
+    assert repaired.passes == {"native": 3, "tvm": 1}
+    output = Path(repaired.output)
     assert output == tmp_path / "run" / "repair" / "model-repaired.tflite" and output.exists()
-    patch = json.loads(Path(repaired["patch"]).read_text())
+    patch = json.loads(Path(repaired.patch).read_text())
     assert [(e["action"], e["field"]) for e in patch["edits"]] == [("set_tensor", "weight")]
     assert "tiny_cnn_1/conv_1/convolution" in patch["edits"][0]["layer"]  # the op output
-    assert report.localization["findings"]["weights"] == 1
-    assert report.localization["out_dir"] == str(tmp_path / "run" / "repair" / "localize")
+    assert report.localization.findings["weights"] == 1
+    assert report.localization.out_dir == str(tmp_path / "run" / "repair" / "localize")

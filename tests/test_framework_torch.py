@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 
 TINY = "tests.tiny.torch_models"
 
@@ -36,7 +36,7 @@ def _predict(pool: WorkerPool, path: str, images: Path) -> np.ndarray:
     out = images.parent / f"{Path(path).stem}-y.npz"
     outcome = pool.call(
         "torch",
-        "convdiff.tasks:infer",
+        "convdiff.runtime.tasks:infer",
         framework="torch",
         path=path,
         inputs=str(images),
@@ -57,7 +57,9 @@ def test_save_writes_pt2_with_a_dynamic_batch(pool: WorkerPool, tmp_path: Path) 
         "dynamic_batch": True,
         "fallback_reason": "",
     }
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=saved.value["path"])
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
+    )
     assert probe, probe.message
     assert probe.value["input_shape"] == [None, 3, 16, 16]
     assert probe.value["output_shape"] == [None, 5]
@@ -80,7 +82,9 @@ def test_foreign_torchscript_has_no_shape_but_predicts(
     pool: WorkerPool, tmp_path: Path, images: Path, eager: np.ndarray
 ) -> None:
     saved = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(tmp_path), fmt="pt")
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=saved.value["path"])
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
+    )
     assert probe, probe.message
     assert probe.value["input_shape"] is None
     assert probe.value["output_shape"] is None
@@ -100,7 +104,9 @@ def test_unexportable_module_falls_back_to_torchscript(pool: WorkerPool, tmp_pat
         "torch.export (fixed batch)",
     ]
     assert all("GuardOnDataDependentSymNode" in r for r in reasons)
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=saved.value["path"])
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
+    )
     # from the archive's shape record; a trace may bake its batch size in, so it says 1
     assert probe.value["input_shape"] == [1, 3, 16, 16]
     assert probe.value["output_shape"] == [1, 4 * 14 * 14]
@@ -113,7 +119,9 @@ def test_fixed_batch_program_predicts_in_chunks(
     assert saved, saved.message
     assert (saved.value["format"], saved.value["dynamic_batch"]) == ("torch.export", False)
     assert saved.value["fallback_reason"].startswith("torch.export (dynamic batch):")
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=saved.value["path"])
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
+    )
     assert probe.value["input_shape"] == [1, 3, 16, 16]
     assert np.abs(_predict(pool, saved.value["path"], images) - eager).max() < 1e-6
 
@@ -121,7 +129,9 @@ def test_fixed_batch_program_predicts_in_chunks(
 def test_state_dict_is_refused_with_a_fix(pool: WorkerPool, tmp_path: Path) -> None:
     outcome = pool.call("torch", f"{TINY}:save_state_dict", out_dir=str(tmp_path))
     assert outcome, outcome.message
-    probe = pool.call("torch", "convdiff.tasks:probe", framework="torch", path=outcome.value)
+    probe = pool.call(
+        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=outcome.value
+    )
     assert not probe
     assert probe.error_type == "ConvdiffError"
     assert probe.message == (

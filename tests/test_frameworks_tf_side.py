@@ -2,7 +2,8 @@
 
 Every model is built by a child-side helper that also saves the output its builder computed
 (Keras for the Keras models, plain numpy for the hand-made ONNX graph), and each runtime must
-reproduce it through ``convdiff.tasks:probe`` and ``convdiff.tasks:infer`` in its own worker.
+reproduce it through the probe and infer tasks (:mod:`convdiff.runtime.client`) in its own
+worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from convdiff.frameworks import FRAMEWORKS
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.keras_models import build_tiny_onnx
 
 KERAS = "tests.tiny.keras_models"
@@ -40,7 +41,10 @@ def tiny_batch1(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> d
 def _probe(pool: WorkerPool, framework: str, path: str) -> dict[str, Any]:
     value = _ok(
         pool.call(
-            FRAMEWORKS[framework].worker, "convdiff.tasks:probe", framework=framework, path=path
+            FRAMEWORKS[framework].worker,
+            "convdiff.runtime.tasks:probe",
+            framework=framework,
+            path=path,
         )
     )
     value.pop("load_seconds")
@@ -60,7 +64,7 @@ def _infer(
     value = _ok(
         pool.call(
             FRAMEWORKS[framework].worker,
-            "convdiff.tasks:infer",
+            "convdiff.runtime.tasks:infer",
             framework=framework,
             path=path,
             inputs=inputs,
@@ -128,7 +132,7 @@ def _to_tflite(pool: WorkerPool, keras_path: str, out_dir: Path) -> str:
     return _ok(
         pool.call(
             "tf",
-            "convdiff.tasks:convert",
+            "convdiff.runtime.tasks:convert",
             src="keras",
             dst="tflite",
             src_path=keras_path,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from convdiff.commands.run.types import Crash
 from convdiff.hints import hint_for
-from convdiff.report import Crash
 
 SEEN = {
     "onnx2torch": "Converter is not implemented (OperationDescription(domain='', "

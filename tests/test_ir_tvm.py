@@ -1,9 +1,8 @@
 """TVM Relax import of real converted models, canonicalized and aligned across routes.
 
-Every framework call runs in a worker: ``tvm`` for the imports, ``tf`` for the conversions
-(convdiff.tasks:convert), ``onnx`` for onnxruntime. The test process reads graph.json/npz only,
-and the .tflite flatbuffer with the pure-Python ``tflite`` package.
-"""
+Every framework call runs in a worker: ``tvm`` for the imports, ``tf`` for the conversions (the
+convert task), ``onnx`` for onnxruntime. The test process reads graph.json/npz only, and the .tflite
+flatbuffer with the pure-Python ``tflite`` package."""
 
 from __future__ import annotations
 
@@ -13,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from convdiff.ir import import_via_pool, keras_route, tflite_quant
+from convdiff.commands.localize.imports import import_via_pool, keras_route
+from convdiff.ir import tflite_quant
 from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.faults import fault_base
 from tests.tiny.ir_models import tiny_rich_cnn
@@ -172,7 +172,7 @@ def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path:
     assert ran.value["layout"] == "NCHW" and ran.value["output_shape"] == [3, 5]
     ort = pool.call(
         "onnx",
-        "convdiff.tasks:infer",
+        "convdiff.runtime.tasks:infer",
         framework="onnx",
         path=str(rich),
         inputs=str(inputs),

@@ -15,9 +15,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from convdiff.localize import LocalizeConfig, localize
-from convdiff.progress import Progress
-from convdiff.workers import WorkerPool
+from convdiff.commands.localize.flow import LocalizeConfig, localize
+from convdiff.core.progress import Progress
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import fault_base, inject
 from tests.tiny.ir_models import tiny_rich_cnn
 
@@ -126,7 +126,7 @@ def test_a_keras_source_is_read_through_its_float_conversion_in_logical_layout(
     w2.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w2).transpose(0, 1, 3, 2), "w2"))
     onnx.save(model, tmp_path / "t.onnx")
     keras = pool.call(
-        "tf", "convdiff.tasks:convert", src="onnx", dst="keras", src_path=str(source),
+        "tf", "convdiff.runtime.tasks:convert", src="onnx", dst="keras", src_path=str(source),
         out_dir=str(tmp_path / "k"), options={},
     )  # fmt: skip
     assert keras, keras.message

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from convdiff.cli import cli
-from convdiff.errors import ConvdiffError
+from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, localize
+from convdiff.core.errors import ConvdiffError
+from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
-from convdiff.localize import GRAPH_STAGES, LocalizeConfig, localize
-from convdiff.progress import Progress
+from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.findings import STAGES
-from convdiff.workers import WorkerPool
 from tests.tiny.faults import FAULTS, fault_base, inject
 from tests.tiny.ir_models import tiny_rich_cnn
 from tests.tiny.onnx_models import tiny_classifier
@@ -68,12 +68,12 @@ def test_a_clean_float_conversion_gives_no_finding(pool: WorkerPool, tmp_path: P
     BatchNorm in the target; none of it is a finding."""
     source = tiny_rich_cnn(tmp_path / "rich.onnx")
     keras = pool.call(
-        "tf", "convdiff.tasks:convert", src="onnx", dst="keras", src_path=str(source),
+        "tf", "convdiff.runtime.tasks:convert", src="onnx", dst="keras", src_path=str(source),
         out_dir=str(tmp_path / "k"), options={},
     )  # fmt: skip
     assert keras, keras.message
     tflite = pool.call(
-        "tf", "convdiff.tasks:convert", src="keras", dst="tflite",
+        "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
         src_path=keras.value["path"], out_dir=str(tmp_path / "t"), options={},
     )  # fmt: skip
     assert tflite, tflite.message
@@ -90,7 +90,7 @@ def test_dynamic_range_tflite_has_precision_loss_exactly_on_its_int8_layers(
     )
     assert built, built.message
     converted = pool.call(
-        "tf", "convdiff.tasks:convert", src="keras", dst="tflite",
+        "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
         src_path=built.value["keras"], out_dir=str(tmp_path / "q"),
         options={"tflite_opt": "dynamic-range"},
     )  # fmt: skip

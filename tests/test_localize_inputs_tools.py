@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from convdiff.cli import cli
+from convdiff.commands.localize.flow import LocalizeConfig, localize
+from convdiff.commands.run.types import Artifact, Crash, Hop, RunReport
+from convdiff.core.progress import Progress
 from convdiff.frameworks import package_version
-from convdiff.localize import LocalizeConfig, localize
 from convdiff.metrics import PairMetrics
-from convdiff.progress import Progress
-from convdiff.report import Artifact, Crash, Hop, RunReport
+from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.tools import hop_findings, runtime_findings
-from convdiff.workers import WorkerPool
 from tests.tiny.faults import fault_base, inject
 from tests.tiny.onnx_models import tiny_classifier
 
@@ -306,7 +306,7 @@ def _two_clips(path: Path) -> Path:
 def test_numbered_primfuncs_of_a_second_clip_are_still_read_as_a_clip(
     pool: WorkerPool, tmp_path: Path
 ) -> None:
-    from convdiff.ir import import_via_pool
+    from convdiff.commands.localize.imports import import_via_pool
 
     graph, info = import_via_pool(pool, "onnx", _two_clips(tmp_path / "c.onnx"), tmp_path / "ir")
     assert graph is not None, info

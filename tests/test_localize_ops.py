@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
+from convdiff.core.progress import Progress
 from convdiff.ir.graph import CanonicalGraph
-from convdiff.localize import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
-from convdiff.progress import Progress
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.real_patterns import (
     tiny_channel_gather,

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.config import ConvertOptions, RunConfig
+from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
+from convdiff.commands.run.flow import run
+from convdiff.commands.run.types import RunConfig
+from convdiff.core.options import ConvertOptions
+from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
-from convdiff.localize import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
-from convdiff.progress import Progress
-from convdiff.run import run
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convdiff import data, preprocess
-from convdiff.errors import ConvdiffError
-from convdiff.preprocess import PRESETS, PreprocessSpec, apply, batch, from_options
+from convdiff.core.errors import ConvdiffError
+from convdiff.inputs import data, preprocess
+from convdiff.inputs.preprocess import PRESETS, PreprocessSpec, apply, batch, from_options
 
 # A 2-row, 4-column RGB image whose bilinear reductions come out as whole numbers.
 R = [[0, 70, 140, 210], [14, 28, 42, 56]]

@@ -15,13 +15,13 @@ import onnxruntime
 import pytest
 from onnx import numpy_helper
 
-from convdiff.errors import ConvdiffError
+from convdiff.commands.localize.flow import LocalizeConfig
+from convdiff.commands.repair.flow import RepairConfig, repair
+from convdiff.core.errors import ConvdiffError
+from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
-from convdiff.localize import LocalizeConfig
-from convdiff.progress import Progress
 from convdiff.repair import Edit, Patch, apply_edits, apply_patch, read_tensor
-from convdiff.repair.command import RepairConfig, repair
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import fault_base, inject
 from tests.tiny.repair_models import clip_opset10, dequantized_weight, matmul_add, shared_weight
 
@@ -263,8 +263,8 @@ def test_repaired_faults_compute_the_base_model(base: Path, tmp_path: Path, faul
 def test_the_appliers_import_no_framework() -> None:
     """They run in the orchestrator: the flatbuffer schema module must not pull TensorFlow."""
     code = (
-        "import sys, convdiff.repair.apply, convdiff.repair.onnx_apply, "
-        "convdiff.repair.tflite_apply\n"
+        "import sys, convdiff.repair.appliers.apply, convdiff.repair.appliers.onnx, "
+        "convdiff.repair.appliers.tflite\n"
         "from ai_edge_litert import schema_py_generated\n"
         "print(sorted(m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules))"
     )
@@ -332,7 +332,7 @@ def tflite_pair(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> d
     paths = {"inputs": built["inputs"], "keras": built["keras"]}
     for opt in ("none", "dynamic-range", "float16"):
         converted = pool.call(
-            "tf", "convdiff.tasks:convert", src="keras", dst="tflite",
+            "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
             src_path=built["keras"], out_dir=str(out / opt), options={"tflite_opt": opt},
         )  # fmt: skip
         paths[opt] = _ok(converted)["path"]
@@ -344,7 +344,7 @@ def _litert(pool: WorkerPool, path: Path | str, inputs: str) -> np.ndarray:
     _ok(
         pool.call(
             "litert",
-            "convdiff.tasks:infer",
+            "convdiff.runtime.tasks:infer",
             framework="tflite",
             path=str(path),
             inputs=inputs,

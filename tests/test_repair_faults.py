@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from convdiff.cli import cli
-from convdiff.localize import LocalizeConfig
-from convdiff.progress import Progress
-from convdiff.repair.command import RepairConfig, repair
-from convdiff.workers import WorkerPool
+from convdiff.commands.localize.flow import LocalizeConfig
+from convdiff.commands.repair.flow import RepairConfig, repair
+from convdiff.core.progress import Progress
+from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import FAULTS, fault_base, inject
 
 # the edit(s) each fault needs: "<node>.<field>"

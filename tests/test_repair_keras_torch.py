@@ -15,14 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from convdiff.cli import cli
-from convdiff.errors import ConvdiffError
-from convdiff.ir.file_names import FileOp, keras_names
-from convdiff.localize import LocalizeConfig
-from convdiff.progress import Progress
+from convdiff.commands.localize.flow import LocalizeConfig
+from convdiff.commands.repair.flow import RepairConfig, RepairReport, repair
+from convdiff.core.errors import ConvdiffError
+from convdiff.core.progress import Progress
+from convdiff.ir.names import FileOp, keras_names
 from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
-from convdiff.repair.command import RepairConfig, RepairReport, repair
 from convdiff.repair.patch import sha256_of
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.ir_models import tiny_rich_cnn
 from tests.tiny.repair_frameworks import KERAS_FAULTS, TORCH_FAULTS
@@ -190,7 +190,9 @@ def test_edits_a_framework_cannot_express_are_skipped_with_reasons(
     tensors = {"w": np.zeros((5, 9), np.float32)}
     result = apply_edits("torch", torch_source, torch_edits, tensors, tmp_path / "t.pt2", pool)
     assert [f"{e.layer}.{e.field}" for e in result.applied] == ["pool.strides", "relu2."]
-    ops = _value(pool.call("torch", "convdiff.repair.torch_apply:file_ops", path=str(result.out)))
+    ops = _value(
+        pool.call("torch", "convdiff.repair.appliers.torch:file_ops", path=str(result.out))
+    )
     assert [name for _, name, _ in ops] == ["conv1", "bn1", "relu", "pool", "conv2", "gap", "fc"]
     assert [s.reason.split(":")[0] for s in result.skipped] == [
         "torch pads both sides alike; [0, 0, 1, 1] needs an explicit F.pad",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convdiff.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError
 from convdiff.repair import Edit, Patch, diff_view, sha256_of, tensor_summary
 
 

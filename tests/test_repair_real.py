@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.config import ConvertOptions, RunConfig
+from convdiff.commands.run.flow import run
+from convdiff.commands.run.types import RunConfig
+from convdiff.core.options import ConvertOptions
+from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
-from convdiff.progress import Progress
-from convdiff.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +36,17 @@ def test_inceptionv3_dynamic_range_is_repaired_to_float_level(tmp_path: Path) ->
     report = run(config, Progress(enabled=False))
     assert report.status == "discrepancy" and report.top1_discrepancy > 0  # the conversion's
     repaired = report.repair
-    assert repaired["status"] == "repaired"
-    assert repaired["after"]["top1_discrepancy"] == 0.0
-    assert repaired["after"]["max_abs_diff"] < 1e-5  # the float conversion: 2e-7
-    assert repaired["passes"] == {"native": 3, "tvm": 2}  # localize 2 + one verify step
+    assert repaired.status == "repaired"
+    assert repaired.after["top1_discrepancy"] == 0.0
+    assert repaired.after["max_abs_diff"] < 1e-5  # the float conversion: 2e-7
+    assert repaired.passes == {"native": 3, "tvm": 2}  # localize 2 + one verify step
     target = report.chain[-1].artifact.path
     int8 = {t.name for t in tflite_quant.read(target).quantized}
-    patch = json.loads(Path(repaired["patch"]).read_text())
+    patch = json.loads(Path(repaired.patch).read_text())
     assert {(e["action"], e["field"], e["stage"]) for e in patch["edits"]} == {
         ("set_tensor", "weight", "weights")
     }
     assert len(patch["edits"]) == len(int8) == 94
-    fixed = Path(repaired["output"])
+    fixed = Path(repaired.output)
     assert tflite_quant.read(fixed).quantized == []  # no int8 weight left
     assert fixed.stat().st_size > 3 * Path(target).stat().st_size  # float32, not int8

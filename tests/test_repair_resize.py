@@ -13,11 +13,11 @@ from pathlib import Path
 import onnx
 import pytest
 
+from convdiff.commands.localize.flow import LocalizeConfig
+from convdiff.commands.repair.flow import RepairConfig, RepairReport, repair
+from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
-from convdiff.localize import LocalizeConfig
-from convdiff.progress import Progress
-from convdiff.repair.command import RepairConfig, RepairReport, repair
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.real_patterns import tiny_resize
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convdiff.commands.run.types import SCHEMA_VERSION, Artifact, Crash, Hop, Phase, RunReport
 from convdiff.metrics import compare
-from convdiff.report import SCHEMA_VERSION, Artifact, Crash, Hop, Phase, RunReport
 
 REQUIRED_KEYS = {
     "schema_version",

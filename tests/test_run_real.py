@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.config import ConvertOptions, RunConfig
-from convdiff.progress import Progress
-from convdiff.report import RunReport
-from convdiff.run import run
+from convdiff.commands.run.flow import run
+from convdiff.commands.run.types import RunConfig, RunReport
+from convdiff.core.options import ConvertOptions
+from convdiff.core.progress import Progress
 
 pytestmark = pytest.mark.slow
 

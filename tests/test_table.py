@@ -23,14 +23,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convdiff import data as datasets
-from convdiff import preprocess
 from convdiff.cli import cli
-from convdiff.config import RunConfig
-from convdiff.report import RunReport
-from convdiff.source import resolve_source
-from convdiff.table import TableReport
-from convdiff.table_schedule import Job, estimate_gb, memory_total_gb, pick
+from convdiff.commands.run.types import RunConfig, RunReport
+from convdiff.commands.table.flow import TableReport
+from convdiff.commands.table.schedule import Job, estimate_gb, memory_total_gb, pick
+from convdiff.inputs import data as datasets
+from convdiff.inputs import preprocess
+from convdiff.inputs.source import resolve_source
 from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,7 +367,7 @@ def test_pick_keeps_the_budget_and_one_cell_per_group() -> None:
 
 
 def test_target_spec_follows_the_zoo() -> None:
-    from convdiff.run import target_spec
+    from convdiff.commands.run.flow import target_spec
     from convdiff.zoo import zoo_model
 
     def spec_of(model: str, src: str, dst: str) -> tuple[str, str]:
@@ -403,7 +402,7 @@ def test_run_feeds_the_target_its_own_preprocessing(
     mean shifted to 0.5): the target must be fed exactly that tensor, the source its own."""
     import onnxruntime
 
-    import convdiff.run as run_module
+    import convdiff.commands.run.flow as run_module
 
     shifted = {}
 

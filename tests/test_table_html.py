@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convdiff.table import Cell, CellCrash, ModelBlock, TableReport
-from convdiff.table_render import (
+from convdiff.commands.table.flow import Cell, CellCrash, ModelBlock, TableReport
+from convdiff.commands.table.render import (
     CRASH_COLOUR,
     DIAGONAL_COLOUR,
     OTHER_COLOUR,

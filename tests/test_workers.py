@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.workers import WorkerPool
+from convdiff.runtime.pool import WorkerPool
 
 
 @pytest.fixture()
@@ -76,7 +76,7 @@ def test_unknown_kind_is_refused(workers: WorkerPool) -> None:
 
 
 def test_mlir_diagnostic_is_cut_to_its_reason() -> None:
-    from convdiff.worker import _one_line
+    from convdiff.runtime.child import _one_line
 
     message = (
         'Could not translate MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused["Mean:", '

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convdiff.errors import ConvdiffError, UnknownModelError
-from convdiff.preprocess import apply
-from convdiff.workers import WorkerPool
+from convdiff.core.errors import ConvdiffError, UnknownModelError
+from convdiff.inputs.preprocess import apply
+from convdiff.runtime.pool import WorkerPool
 from convdiff.zoo import ZooVariant, weights_plan, zoo_model, zoo_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def _build_and_run(
     out = tmp_path / f"{name}-{framework}-y.npz"
     ran = pool.call(
         variant.worker,
-        "convdiff.tasks:infer",
+        "convdiff.runtime.tasks:infer",
         framework=framework,
         path=built.value["path"],
         inputs=str(images),

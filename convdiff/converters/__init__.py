@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from convdiff.errors import UnsupportedPairError
+from convdiff.core.errors import UnsupportedPairError
 from convdiff.frameworks import FRAMEWORKS, framework, package_version
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import ConvertOptions
 
 
 @converter("keras", "tf", tool="keras.Model.export", worker="tf", packages=("keras", "tensorflow"))

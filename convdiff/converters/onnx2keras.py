@@ -32,8 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import ConvertOptions
 from convdiff.frameworks.keras import make_lambdas_serializable
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import ConvertOptions
 
 
 @converter(

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import onnx
 
-from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import ConvertOptions
 
 PACKAGES = ("tf2onnx", "tensorflow", "onnx")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdiff.config import TFLITE_OPTS, ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import TFLITE_OPTS, ConvertOptions
 
 
 @converter(

@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdiff.config import ConvertOptions
 from convdiff.converters import converter
+from convdiff.core.options import ConvertOptions
 
 EXAMPLE_BATCH = 2  # an example batch of 1 makes torch.export specialize the batch dimension
 

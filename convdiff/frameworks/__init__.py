@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from convdiff.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError
 
 
 @dataclass(frozen=True)

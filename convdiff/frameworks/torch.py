@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError
 
 SHAPE_RECORD = "convdiff.json"  # extra file inside our TorchScript archives: the example shape
 EXAMPLE_BATCH = 2  # torch.export specializes a dimension whose example size is 0 or 1

@@ -157,7 +157,7 @@ def float_twin(path: str | Path, out_path: str | Path) -> Path:
     return out
 
 
-# -- flatbuffer object-API helpers, shared with convdiff.repair.tflite_apply -------------------
+# -- flatbuffer object-API helpers, shared with convdiff.repair.appliers.tflite -------------------
 
 
 def unpack(path: str | Path) -> Any:

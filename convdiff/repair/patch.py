@@ -1,7 +1,7 @@
 """The repair patch: a versioned JSON file of edits plus an .npz of the tensors they set.
 
 Edits name layers the way the target file does (an ONNX node's name; a TFLite op's first
-output tensor: the names :func:`convdiff.ir.file_names.file_names` gives), so a patch can be read,
+output tensor: the names :func:`convdiff.ir.names.file_names` gives), so a patch can be read,
 reviewed and applied without convdiff's canonical graph. Tensors are stored already in the
 file's own layout and shape (the planner applies the layout transform), never inside the JSON.
 Preprocessing edits describe a change to the user's input pipeline: they are reported, never
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import convdiff
-from convdiff.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError
 
 SCHEMA_VERSION = 1
 ACTIONS = ("set_tensor", "set_attr", "remove_node", "insert_node", "move_node", "preprocessing")

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from convdiff.ir.graph import Layer
-from convdiff.repair.apply import read_tensor
+from convdiff.repair.appliers.apply import read_tensor
 from convdiff.repair.patch import Edit, Patch, tensor_summary
+from convdiff.runtime.pool import WorkerPool
 from convdiff.stages import StageContext
 from convdiff.stages.findings import Finding, jsonable
-from convdiff.workers import WorkerPool
 
 FIT_TOL = 1e-4  # relative residual under which a file tensor "is" the canonical one
 ATTRS = {  # hyperparameter finding attr -> patch field

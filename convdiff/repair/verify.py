@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from convdiff.metrics import compare
-from convdiff.repair.apply import apply_edits
+from convdiff.repair.appliers.apply import apply_edits
 from convdiff.repair.patch import Edit
+from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.tools import RTOL
-from convdiff.workers import WorkerPool
 
 GROUPS = ("weights", "hyperparams", "graph")
 FLOAT_LEVEL = 1e-5  # what float32 conversions of the same weights differ by, relative

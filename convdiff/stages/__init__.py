@@ -2,8 +2,8 @@
 
 Every stage is a function ``run(ctx: StageContext) -> list[Finding]`` over the two canonical
 graphs, their alignment and, for ``inputs`` and ``tools``, evidence the orchestrator measured
-by running models (:mod:`convdiff.localize`). Stages import no framework: they are pure numpy
-and can be tested on hand-made graphs.
+by running models (:mod:`convdiff.commands.localize.runs`). Stages import no framework: they
+are pure numpy and can be tested on hand-made graphs.
 
 Graph A is the source model, graph B the target; a fault is always described as what B does
 differently from A.

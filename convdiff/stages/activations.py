@@ -1,13 +1,13 @@
 """Activation evidence for the graph stage: where do the two models' intermediate outputs part?
 
-The orchestrator (:func:`convdiff.localize_runs.measure_runs`) runs each model once on TVM on the
-images whose top-1 labels disagree, returning the output of every raw layer that stands for
+The orchestrator (:func:`convdiff.commands.localize.runs.measure_runs`) runs each model once on TVM
+on the images whose top-1 labels disagree, returning the output of every raw layer that stands for
 an aligned canonical layer (``Layer.tensor``), in logical NCHW layout. :func:`compare` walks the
 aligned pairs in the source graph's topological order and measures each pair's *relative
 divergence*: ``max|a - b| / max(max|a|, TINY)`` over those images. The first pair beyond
 :data:`TOLERANCE` whose inputs still agree is where the target starts computing something else
-(:func:`first_divergence`); a layer's *growth* (its divergence over its inputs') ranks the
-suspects (:func:`growth`).
+(:func:`first_divergence`); a layer's *growth* (its divergence over its inputs') ranks the suspects
+(:func:`growth`).
 
 Tolerance: 1e-4 of the layer's largest magnitude. Float32 reorderings (another kernel, a folded
 BatchNorm, NHWC against NCHW) leave ~1e-7 per layer and ~1e-6 accumulated through a real

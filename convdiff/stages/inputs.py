@@ -1,13 +1,12 @@
 """Stage 0, inputs: does the disagreement come from the inputs rather than from the model?
 
-Before any layer is blamed, the orchestrator (:func:`convdiff.localize_runs.measure_runs`) runs the
-target twice on the same images: once on exactly the source's tensors (only the layout changed
-at the model's boundary) and once on its own framework's customary preprocessing. Each run is
-compared with the source's outputs. The target's own pipeline adding top-1 disagreement that
-the source's tensors do not show is an ``inputs`` fault no model patch can remove (the
-published study saw 32-86% top-1 discrepancy from preprocessing alone): the finding states
-both pipelines and the fields to change. Pure: it reads ``ctx.evidence["inputs"]``.
-"""
+Before any layer is blamed, the orchestrator (:func:`convdiff.commands.localize.runs.measure_runs`)
+runs the target twice on the same images: once on exactly the source's tensors (only the layout
+changed at the model's boundary) and once on its own framework's customary preprocessing. Each run
+is compared with the source's outputs. The target's own pipeline adding top-1 disagreement that the
+source's tensors do not show is an ``inputs`` fault no model patch can remove (the published study
+saw 32-86% top-1 discrepancy from preprocessing alone): the finding states both pipelines and the
+fields to change. Pure: it reads ``ctx.evidence["inputs"]``."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Stage 1, tools: is the fault in the converter or in the target's runtime, and which hop of
 a run's conversion chain first lost agreement.
 
-(a) Runtime or converter: the orchestrator (:func:`convdiff.localize_runs.measure_runs`) runs the
-same target file on its own runtime and on TVM (an independent compiler with its own kernels),
-both on the source's tensors. If the two runtimes disagree with each other the runtime is at
-fault (for a dynamic-range TFLite file, TVM runs its float twin, so the difference is the
-runtime's hybrid int8 kernels); TVM's outputs departing from the source's mean the file
-itself is wrong: the converter (both can hold at once).
+(a) Runtime or converter: the orchestrator (:func:`convdiff.commands.localize.runs.measure_runs`)
+runs the same target file on its own runtime and on TVM (an independent compiler with its own
+kernels), both on the source's tensors. If the two runtimes disagree with each other the runtime is
+at fault (for a dynamic-range TFLite file, TVM runs its float twin, so the difference is the
+runtime's hybrid int8 kernels); TVM's outputs departing from the source's mean the file itself is
+wrong: the converter (both can hold at once).
 
 (b) With ``--run-report``: the first hop of that ``convdiff run`` whose agreement with the
 source exceeds the run's threshold (or that crashed), with its tool, version and options.
@@ -133,7 +133,8 @@ def runtime_findings(evidence: dict[str, Any]) -> list[Finding]:
 
 def hop_findings(report: dict[str, Any] | None) -> list[Finding]:
     """The first hop of a run that crashed or lost agreement (``hop``/``crash``), else an
-    ``agreement``. ``report`` is the evidence :func:`convdiff.localize_runs.chain_evidence` made."""
+    ``agreement``. ``report`` is the evidence
+    :func:`convdiff.commands.localize.runs.chain_evidence` made."""
     if report is None:
         return []
     threshold = report["max_discrepancy"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from convdiff.errors import ConvdiffError, UnknownModelError
-from convdiff.preprocess import PreprocessSpec
-from convdiff.preprocess import preset as _preset
+from convdiff.core.errors import ConvdiffError, UnknownModelError
+from convdiff.inputs.preprocess import PreprocessSpec
+from convdiff.inputs.preprocess import preset as _preset
 from convdiff.zoo.weights import POLICIES, keras_cache_dir, shipped_file, torch_cache_dir
 
 NUM_CLASSES = 1000

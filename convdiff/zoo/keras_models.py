@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convdiff.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError
 from convdiff.zoo import WeightsPlan, ZooVariant
 from convdiff.zoo.weights import calibrate_keras, calibration_images
 

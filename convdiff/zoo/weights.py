@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.preprocess import PreprocessSpec, apply
+from convdiff.inputs.preprocess import PreprocessSpec, apply
 
 POLICIES = ("auto", "imagenet", "random")
 CALIBRATION_NOISE_IMAGES = 16  # used only when no calibration images are given

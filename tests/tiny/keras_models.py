@@ -163,7 +163,7 @@ def build_tiny_onnx(
     written with ``onnx.helper`` (no framework needed, so it also runs in the test process).
     ``batch`` None makes the batch dimension symbolic (``"batch"``). The reference output is
     computed here in plain numpy, independently of any runtime. The inputs are saved NHWC,
-    as ``convdiff.tasks.infer`` expects, and transposed to NCHW at the model's boundary.
+    as ``convdiff.runtime.tasks.infer`` expects, and transposed to NCHW at the model's boundary.
     """
     from onnx import helper
 

@@ -34,6 +34,6 @@ def not_json() -> object:
 
 
 def user_error() -> None:
-    from convdiff.errors import ConvdiffError
+    from convdiff.core.errors import ConvdiffError
 
     raise ConvdiffError("weights file missing", "place it in ~/.keras/models")

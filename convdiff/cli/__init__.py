@@ -1,0 +1,91 @@
+"""The command line: parse options into a config, call the library, print, set the exit code.
+
+One module per command (``cli/run.py`` ...); this one holds the group and the mapping of every
+failure to one line and an exit code.
+
+Exit codes: 0 agreement within the threshold, 1 discrepancy above it, 2 bad usage or input,
+3 a converter or runtime crashed (or the run stopped early), 4 an internal error of convdiff.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from convdiff.cli import check, localize, patch, run, table
+from convdiff.core.errors import ConvdiffError
+
+EXIT_INTERNAL = 4
+
+
+class _Cli(click.Group):
+    """A group whose errors are one line each, also under click's CliRunner."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        code = _guarded(
+            lambda: super(_Cli, self).main(
+                args=args, prog_name=prog_name or "convdiff", standalone_mode=False, **extra
+            ),
+            debug="--debug" in args,
+        )
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(name="convdiff", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="convdiff")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """convdiff: find, explain and repair what model converters break."""
+    ctx.obj = {"debug": debug}
+
+
+cli.add_command(run.command)
+cli.add_command(check.command)
+cli.add_command(table.command)
+cli.add_command(localize.localize)
+cli.add_command(localize.repair)
+cli.add_command(patch.group)
+
+
+def _guarded(invoke, debug: bool) -> int:
+    """Run the command; map every kind of failure to one line on stderr and an exit code."""
+    try:
+        code = invoke()
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path} --help" if exc.ctx else "convdiff --help"
+        click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+        code = 2
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; the partial report is kept in the run folder", err=True)
+        code = 3
+    except ConvdiffError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except Exception as exc:  # a bug of convdiff, not of the user or a converter
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        code = EXIT_INTERNAL
+    return int(code or 0)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Click options that several commands share, each declared once, and the option groups
+(:mod:`convdiff.core.options`) built from what click parsed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convdiff.core.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TIMEOUT,
+    ImageOptions,
+    PreprocessOptions,
+)
+from convdiff.frameworks import FRAMEWORKS
+
+PRESETS = ["imagenet", "inception", "caffe"]
+
+
+class Numbers(click.ParamType):
+    """A comma-separated list of ``count`` numbers, e.g. ``299,299`` or ``0.5,0.5,0.5``."""
+
+    def __init__(self, count: int, kind: type, example: str) -> None:
+        self.count, self.kind, self.example = count, kind, example
+        self.name = f"{count} comma-separated numbers"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = tuple(self.kind(p) for p in str(value).split(","))
+        except ValueError:
+            parts = ()
+        if len(parts) != self.count:
+            self.fail(
+                f"{value!r} is not {self.count} comma-separated numbers (e.g. {self.example})"
+            )
+        return parts
+
+
+def frameworks_choice() -> click.Choice:
+    return click.Choice(list(FRAMEWORKS), case_sensitive=False)
+
+
+def apply(options: list[Callable], command: Callable) -> Callable:
+    """Decorate ``command`` with ``options``, the first one outermost (as written above it)."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def image_options(command: Callable) -> Callable:
+    """--data, --labels, --limit (:class:`~convdiff.core.options.ImageOptions`)."""
+    return apply(
+        [
+            click.option(
+                "--data",
+                type=click.Path(path_type=Path),
+                help="Image folder (default: the embedded sample set).",
+            ),
+            click.option(
+                "--labels", type=click.Path(path_type=Path), help="Labels file for --data."
+            ),
+            click.option(
+                "--limit", type=click.IntRange(min=1), help="Use at most this many images."
+            ),
+        ],
+        command,
+    )
+
+
+def preprocessing_options(command: Callable) -> Callable:
+    """The preprocessing options of a model file
+    (:class:`~convdiff.core.options.PreprocessOptions`)."""
+    return apply(
+        [
+            click.option(
+                "--preprocess",
+                "preset",
+                type=click.Choice(PRESETS),
+                help="Preprocessing preset for a model file.",
+            ),
+            click.option(
+                "--input-size", type=Numbers(2, int, "299,299"), help="H,W for a model file."
+            ),
+            click.option(
+                "--mean", type=Numbers(3, float, "0.485,0.456,0.406"), help="R,G,B in 0..1."
+            ),
+            click.option(
+                "--std", type=Numbers(3, float, "0.229,0.224,0.225"), help="R,G,B in 0..1."
+            ),
+            click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False)),
+            click.option("--resize", type=click.Choice(["stretch", "center-crop"])),
+        ],
+        command,
+    )
+
+
+def timeout_option(command: Callable) -> Callable:
+    return click.option(
+        "--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per worker task."
+    )(command)
+
+
+def batch_size_option(command: Callable) -> Callable:
+    return click.option(
+        "--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1)
+    )(command)
+
+
+def images(options: dict[str, Any]) -> dict[str, Any]:
+    """The image fields of a command's config, from what click parsed."""
+    return asdict(ImageOptions(options["data"], options["labels"], options["limit"]))
+
+
+def preprocessing(options: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing fields of a command's config, from what click parsed."""
+    layout = options["layout"].upper() if options["layout"] else None
+    group = PreprocessOptions(
+        options["preset"],
+        options["input_size"],
+        options["mean"],
+        options["std"],
+        layout,
+        options["resize"],
+    )
+    return asdict(group)
+
+
+def split(text: str, lower: bool = False) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``."""
+    parts = (p.strip() for p in text.split(","))
+    return tuple(p.lower() if lower else p for p in parts if p)
+
+
+__all__ = [
+    "Numbers",
+    "apply",
+    "batch_size_option",
+    "frameworks_choice",
+    "image_options",
+    "images",
+    "preprocessing",
+    "preprocessing_options",
+    "split",
+    "timeout_option",
+]

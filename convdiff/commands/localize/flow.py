@@ -1,0 +1,243 @@
+"""`convdiff localize`: find where and why a converted model departs from its source.
+
+The orchestrator of one localization. It imports both model files into TVM Relax through the
+worker pool (frameworks stay in workers; Keras/TF take one float converter first, see
+:func:`.imports.import_via_pool`), canonicalizes and aligns the two layer graphs, runs the
+selected stages (:mod:`convdiff.stages`) and writes ``report.json`` and ``report.md`` in the
+output folder. A stage that crashes is recorded and the others still run. The inputs and tools
+stages judge measurements, not graphs: :func:`.runs.measure_runs` runs both models
+ on images (native runtimes and TVM, in workers) before the stages run. When it runs
+them and the graph stage is selected, the same TVM runs (one compile per model) also return
+the intermediate tensors of the aligned layers on the images whose top-1 labels disagree: the
+graph stage's activation evidence (:mod:`convdiff.stages.activations`).
+
+Findings name layers as the model files do (:mod:`convdiff.ir.names`); the terminal
+summary and report.md are written by :mod:`convdiff.commands.localize.render`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import convdiff
+from convdiff.commands.localize.imports import import_via_pool, keras_route, layer_names
+from convdiff.commands.localize.render import summary, to_markdown
+from convdiff.commands.localize.runs import (
+    RUN_STAGES,
+    activation_rows,
+    chain_evidence,
+    converter_hop,
+    measure_runs,
+    tvm_side,
+)
+from convdiff.commands.localize.types import GRAPH_STAGES, LocalizeConfig, LocalizeReport
+from convdiff.core.errors import ConvdiffError, InputShapeError
+from convdiff.core.jsonio import write_atomic
+from convdiff.core.outdir import prepare_out_dir
+from convdiff.core.progress import Progress
+from convdiff.inputs.source import SourceSpec, resolve_source
+from convdiff.ir.align import Alignment, align, squeezed
+from convdiff.ir.canonicalize import canonicalize
+from convdiff.ir.graph import CanonicalGraph
+from convdiff.ir.names import quant_evidence
+from convdiff.runtime.pool import WorkerPool
+from convdiff.stages import StageContext, activations, stage_function
+from convdiff.stages.findings import STAGES, Finding, ordered
+from convdiff.stages.graph import activation_growth, rank
+
+
+def localize(
+    config: LocalizeConfig, progress: Progress | None = None, pool: WorkerPool | None = None
+) -> LocalizeReport:
+    """Localize the faults of ``config.target`` against ``config.source``; see the module doc.
+
+    ``pool``: a running worker pool to reuse (tests share one); else one lives for this call.
+    """
+    unknown = [s for s in config.stages if s not in STAGES]
+    if unknown:
+        raise ConvdiffError(f"unknown stage {unknown[0]!r}", f"use some of: {', '.join(STAGES)}")
+    if config.run_report is not None and "tools" not in config.stages:
+        raise ConvdiffError("--run-report is read by the tools stage", "add tools to --stages")
+    chain = chain_evidence(config.run_report) if config.run_report is not None else None
+    source = resolve_source(config.source, config.src)
+    target = resolve_source(config.target, config.dst)
+    if source.file is None or target.file is None:
+        raise ConvdiffError("localize compares two model files", "pass two model file paths")
+    out = prepare_out_dir(config.out, f"localize-{source.name}-{target.name}")
+    progress = progress or Progress()
+    report = LocalizeReport(
+        source=str(source.file),
+        target=str(target.file),
+        src=source.framework,
+        dst=target.framework,
+        stages=[s for s in STAGES if s in config.stages],
+        convdiff_version=convdiff.__version__,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        out_dir=str(out),
+    )
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(out / "logs", timeout=config.timeout))
+        graphs = []
+        for side, spec, other in (("source", source, target), ("target", target, source)):
+            with progress.step(f"importing the {side} into TVM ({spec.framework})"):
+                raw, info = import_via_pool(
+                    pool, spec.framework, spec.file, out / "ir" / side, keras_route(other.framework)
+                )
+            report.imports[side] = {
+                k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
+            }
+            if raw is None:
+                report.imports[side]["error"] = str(info.get("error", ""))
+                report.error = (
+                    f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}; "
+                    "the weights, hyperparams and graph stages need both models in TVM Relax"
+                )
+                break
+            graphs.append((raw, canonicalize(raw), info))
+        if report.error:
+            return _without_graphs(report, config, pool, source, target, out, progress, chain)
+        (raw_a, a, _), (raw_b, b, info_b) = graphs
+        check_comparable(a, b, source.file.name, target.file.name)
+        alignment = align(a, b)
+        evidence: dict[str, Any] = {}
+        if set(RUN_STAGES) & set(config.stages):
+            sides = None
+            if "graph" in config.stages:
+                matched = activations.pairs(StageContext(a, b, alignment))
+                sides = (tvm_side(raw_a, a, matched, 0), tvm_side(raw_b, b, matched, 1))
+            evidence = measure_runs(pool, config, source, target, out, progress, sides)
+            _attach_chain(evidence, chain, target.file)
+            if "activations" in evidence:
+                evidence["activations"] = activation_rows(evidence["activations"], a, b, alignment)
+                note = evidence["activations"].get("note")
+                if note:
+                    report.notes.append(f"graph: {note}")
+            report.runs = evidence
+        elif "graph" in config.stages:
+            report.notes.append(
+                "graph: no activation evidence (the models were not run; add inputs or tools "
+                "to --stages)"
+            )
+        with progress.step("reading the layer names of the model files"):
+            # a Keras model's layers are named as Keras names them, on either side
+            names_a, _ = layer_names(pool, raw_a, source.file)
+            names_b, index_b = layer_names(pool, raw_b, target.file)
+    report.alignment = {
+        "pairs": len(alignment.pairs),
+        "unmatched": len(alignment.unmatched),
+        "file": "ir/alignment.json",
+    }
+    write_atomic(out / "ir" / "alignment.json", json.dumps(alignment.to_json(), indent=1) + "\n")
+    ctx = StageContext(
+        a,
+        b,
+        alignment,
+        names_a,
+        names_b,
+        quant_evidence(info_b, raw_b.meta["path"], index_b),
+        evidence,
+    )
+    _run_stages(report, report.stages, ctx, progress)
+    report.context = ctx
+    growth = activation_growth(ctx) if "graph" in report.stages else []
+    report.suspects = rank(report.findings, growth)
+    _save(report, out)
+    return report
+
+
+def _without_graphs(
+    report: LocalizeReport,
+    config: LocalizeConfig,
+    pool: WorkerPool,
+    source: SourceSpec,
+    target: SourceSpec,
+    out: Path,
+    progress: Progress,
+    chain: dict[str, Any] | None,
+) -> LocalizeReport:
+    """A model TVM cannot import: the stages that judge runs, not graphs (inputs, tools) still
+    run; the others are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
+    for stage in report.stages:
+        if stage in GRAPH_STAGES:
+            report.notes.append(f"{stage}: not run ({report.error.split(':')[0]})")
+    wanted = [s for s in report.stages if s in RUN_STAGES]
+    if wanted:
+        report.runs = measure_runs(pool, config, source, target, out, progress, None)
+        _attach_chain(report.runs, chain, target.file)
+        ctx = StageContext(CanonicalGraph([], [], []), CanonicalGraph([], [], []), Alignment())
+        ctx.evidence = report.runs
+        _run_stages(report, wanted, ctx, progress)
+    _save(report, out)
+    return report
+
+
+def _attach_chain(evidence: dict[str, Any], chain: dict[str, Any] | None, target: Path) -> None:
+    """The tools stage reads the run report's hops and the hop that wrote the target."""
+    if "tools" in evidence:
+        evidence["tools"]["run_report"] = chain
+        evidence["tools"]["converter"] = converter_hop(chain, target)
+
+
+def _run_stages(
+    report: LocalizeReport, stages: list[str], ctx: StageContext, progress: Progress
+) -> None:
+    """Run ``stages`` in order into ``report.findings``; a stage that raises (a bug or an
+    unforeseen graph) is recorded in ``report.crashes`` and the others still run."""
+    findings: list[Finding] = []
+    for stage in stages:
+        with progress.step(f"stage {stage}"):
+            try:
+                findings.extend(stage_function(stage)(ctx))
+            except Exception as exc:
+                report.crashes.append({"stage": stage, "message": f"{type(exc).__name__}: {exc}"})
+    report.findings = ordered(findings)
+
+
+def _import_error(info: dict[str, Any]) -> str:
+    """TVM's refusal, naming the unsupported op when TVM says which."""
+    error = str(info.get("error", "unknown error"))
+    marker = "are not supported for frontend"
+    if marker in error:
+        frontend, _, ops = error.split(marker, 1)[1].partition(":")
+        return f"unsupported op {ops.strip()} (TVM{frontend.rstrip()} frontend; {error})"
+    return error
+
+
+def check_comparable(a: CanonicalGraph, b: CanonicalGraph, name_a: str, name_b: str) -> None:
+    """Refuse two models that take different inputs or do different tasks (exit 2)."""
+    in_a = [squeezed(a[i].shape) for i in a.inputs]
+    in_b = [squeezed(b[i].shape) for i in b.inputs]
+    if in_a != in_b:
+        raise InputShapeError(
+            f"{name_a} and {name_b} take different inputs (per image, logical C,H,W: "
+            f"{_shapes(in_a)} vs {_shapes(in_b)})",
+            "localize compares a model with its conversion: give both the same input size",
+        )
+    out_a = [int(np.prod(squeezed(a[o].shape))) for o in a.outputs]
+    out_b = [int(np.prod(squeezed(b[o].shape))) for o in b.outputs]
+    if len(out_a) != len(out_b) or any(abs(x - y) > 1 for x, y in zip(out_a, out_b, strict=True)):
+        raise ConvdiffError(
+            f"{name_a} and {name_b} do different tasks (outputs of {out_a} vs {out_b} values "
+            "per image)",
+            "localize compares a model with its conversion",
+        )
+
+
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    return ", ".join("x".join(str(d) for d in s) for s in shapes)
+
+
+def _save(report: LocalizeReport, out: Path) -> None:
+    """report.json and its rendering, report.md."""
+    report.write(out / "report.json")
+    write_atomic(out / "report.md", to_markdown(report))
+
+
+__all__ = ["LocalizeConfig", "LocalizeReport", "check_comparable", "localize", "summary"]

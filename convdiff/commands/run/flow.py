@@ -1,0 +1,306 @@
+"""`convdiff run`: convert a model along a chain, run every artifact on the same images, compare.
+
+The orchestrator of one run. It only sequences the shared pipeline pieces and fills the
+report; the work happens in workers. The report is written at the start (``partial: true``),
+after each hop, and at the end, so an interrupted or crashed run leaves what it found. What
+comes after a run (``--localize``, ``--repair``) is not its business: a caller hands it as
+``then``, to run on the same workers (:mod:`convdiff.commands.followup`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+import convdiff
+from convdiff.commands.run.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
+from convdiff.commands.run.render import write_markdown
+from convdiff.commands.run.types import Artifact, Hop, Phase, RunConfig, RunReport
+from convdiff.converters import find_chain
+from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
+from convdiff.core.errors import ConvdiffError
+from convdiff.core.options import TARGET_PREPROCESS, PreprocessOptions, group_of
+from convdiff.core.outdir import prepare_out_dir
+from convdiff.core.progress import Progress
+from convdiff.frameworks import framework
+from convdiff.inputs import data as datasets
+from convdiff.inputs import preprocess
+from convdiff.inputs.preprocess import PreprocessSpec
+from convdiff.inputs.source import SourceSpec, resolve_source
+from convdiff.inputs.spec import resolve_spec
+from convdiff.metrics import PairMetrics, compare
+from convdiff.runtime import client
+from convdiff.runtime.pool import WorkerPool
+
+AfterRun = Callable[[RunReport, WorkerPool, Progress], None]
+
+
+def run(
+    config: RunConfig, progress: Progress | None = None, then: AfterRun | None = None
+) -> RunReport:
+    """Run one conversion check end to end and return its report (also written to disk).
+
+    ``then(report, pool, progress)`` runs after the report is final, on the same workers."""
+    if config.target_preprocess not in TARGET_PREPROCESS:
+        raise ConvdiffError(
+            f"unknown target preprocessing {config.target_preprocess!r}",
+            f"use one of: {', '.join(TARGET_PREPROCESS)}",
+        )
+    source = resolve_source(config.model, config.src)
+    chain = find_chain(source.framework, config.dst, config.via)
+    records, skipped = _load_data(config)
+    out = prepare_out_dir(config.out, f"{source.name}-{source.framework}-{config.dst}")
+    progress = progress or Progress()
+    progress.total = 3 + 2 * len(chain)
+    report = RunReport(
+        model=source.name,
+        src=source.framework,
+        dst=config.dst,
+        convdiff_version=convdiff.__version__,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        out_dir=str(out),
+        max_discrepancy=config.max_discrepancy,
+        route=[source.framework, *(edge.dst for edge in chain)],
+        data={
+            "source": str(config.data) if config.data else "embedded sample set",
+            "images": len(records),
+            "skipped": skipped,
+            "labelled": sum(1 for r in records if r.accepted),
+        },
+    )
+    report.write(out / "report.json")
+    cache = ArtifactCache(config.cache_dir or default_cache_dir(), enabled=config.use_cache)
+    with WorkerPool(out / "logs", timeout=config.timeout) as pool:
+        _prestart(pool, [source.framework, *(edge.dst for edge in chain)])
+        ws = Workspace(out, pool, cache, progress)
+        try:
+            _run_chain(ws, config, source, chain, records, report)
+        except BaseException as exc:  # keep what was found, say why the run stopped
+            report.notes.append(f"run stopped early: {type(exc).__name__}: {exc}".strip())
+            raise
+        finally:
+            report.timings = dict(ws.timings)
+            if pool.warm_up_seconds:  # framework imports done by prestarted workers
+                imports = sum(pool.warm_up_seconds.values())
+                report.timings["startup"] = Phase(imports, imports, 0.0)
+            _finish(report, out)
+            shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
+        if then is not None:
+            then(report, pool, progress)
+    return report
+
+
+def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
+    """Start each runtime's worker at once: their imports overlap with each other and with
+    the image preparation instead of adding up (TensorFlow alone takes seconds)."""
+    for name in dict.fromkeys(frameworks):
+        client.warm_up(pool, name)
+
+
+def _load_data(config: RunConfig) -> tuple[list[datasets.ImageRecord], int]:
+    if config.data is None:
+        records, skipped = datasets.sample_set(), 0
+    else:
+        folder = datasets.image_folder(config.data, config.labels, limit=config.limit)
+        records, skipped = folder.records, folder.skipped
+    if config.limit is not None:
+        records = records[: config.limit]
+    return records, skipped
+
+
+def _run_chain(
+    ws: Workspace,
+    config: RunConfig,
+    source: SourceSpec,
+    chain: list,
+    records: list[datasets.ImageRecord],
+    report: RunReport,
+) -> None:
+    names = [r.name for r in records]
+    accepted = [r.accepted for r in records]
+    artifact, key, spec = _source_artifact(ws, config, source, records, report)
+    if artifact is None:
+        return
+    preprocessing: dict = {**spec.to_dict(), "description": spec.describe()}
+    inputs = ws.out / "inputs" / "x.npz"
+    with (
+        ws.progress.step(f"preparing {len(records)} images ({spec.describe()})"),
+        ws.timed("prepare"),
+    ):
+        _save_inputs(inputs, spec, records)
+    target_inputs = inputs  # what the last hop (the target) is fed
+    if config.target_preprocess == "target":
+        target, origin = target_spec(source, config.dst, spec)
+        preprocessing["target"] = {**target.to_dict(), "description": target.describe()}
+        preprocessing["target"]["origin"] = origin
+        target_inputs = ws.out / "inputs" / "x-target.npz"
+        with ws.timed("prepare"):
+            _save_inputs(target_inputs, target, records)
+    # through JSON once, so the report in memory equals the one read back from disk
+    report.preprocessing = json.loads(json.dumps(preprocessing))
+    with ws.progress.step(f"running the source on {source.framework}"):
+        src_y, artifact, crash = infer(ws, artifact, inputs, 0, config.batch_size, spec.layout)
+    report.source = artifact
+    if crash is not None:
+        report.crashes.append(crash)
+        return
+    report.write(ws.out / "report.json")
+    for index, edge in enumerate(chain, start=1):
+        with ws.progress.step(f"converting {edge.src} -> {edge.dst} with {edge.tool}") as step:
+            converted, key, seconds, crash = convert_hop(
+                ws, edge, index, artifact, key, config.convert
+            )
+            step.result = "cached" if converted is not None and converted.cached else "done"
+        hop = Hop(
+            index,
+            edge.src,
+            edge.dst,
+            edge.tool,
+            edge.tool_version(),
+            config.convert.as_dict(edge.options),
+            converted,
+            seconds,
+        )
+        if crash is None:
+            with ws.progress.step(f"running the {edge.dst} model"):
+                fed = target_inputs if index == len(chain) else inputs
+                dst_y, converted, crash = infer(ws, converted, fed, index, config.batch_size)
+            if crash is None:
+                with ws.timed("compare"):
+                    agreement = compare(src_y, dst_y, names, accepted)
+                hop = replace(hop, artifact=converted, agreement=agreement)
+        if crash is not None:
+            hop = replace(hop, crash=crash)
+            report.crashes.append(crash)
+        report.chain.append(hop)
+        report.write(ws.out / "report.json")
+        if crash is not None:
+            return
+        artifact = converted
+
+
+def _source_artifact(
+    ws: Workspace,
+    config: RunConfig,
+    source: SourceSpec,
+    records: list[datasets.ImageRecord],
+    report: RunReport,
+) -> tuple[Artifact | None, str, PreprocessSpec]:
+    """Build the zoo model or take the user's file; settle the preprocessing for it."""
+    if source.file is not None:
+        artifact = Artifact(framework=source.framework, path=str(source.file.resolve()))
+        with ws.progress.step(f"loading {source.file.name}"):
+            description, crash = probe(ws, artifact, 0)
+        report.weights = {"policy": "file", "weights": "file", "detail": str(source.file)}
+        if crash is not None:
+            title = framework(source.framework).title
+            raise ConvdiffError(
+                f"cannot load {source.file.name} as a {title} model: {crash.message}",
+                f"check that it is a complete {title} model file (tool output: {crash.log})",
+            )
+        spec = _file_spec(config, source.framework, description or {})
+        return artifact, key_of("file", file_digest(source.file)), spec
+    from convdiff.zoo import weights_plan, zoo_model
+
+    spec = zoo_model(source.name).variant(source.framework).preprocess
+    plan = weights_plan(source.name, source.framework, config.weights)
+    weights = str(plan.path) if plan.policy == "file" else plan.policy
+    calibration_set = datasets.sample_set()
+
+    def calibration() -> Path:
+        """Preprocessed calibration images, made only when the build is not cached."""
+        path = ws.out / "inputs" / "calibration.npz"
+        with ws.timed("prepare"):
+            _save_inputs(path, spec, calibration_set)
+        return path
+
+    calibration_key = key_of(spec.to_dict(), [r.name for r in calibration_set])
+    if plan.policy == "file" and plan.path is not None:
+        calibration_key = key_of(calibration_key, file_digest(plan.path))
+    label = f"building {source.name} for {source.framework} ({plan.policy} weights)"
+    with ws.progress.step(label) as step:
+        artifact, weights_info, key, crash = build_zoo_source(
+            ws, source.name, source.framework, weights, config.seed, calibration, calibration_key
+        )
+        step.result = "cached" if artifact is not None and artifact.cached else "done"
+    report.weights = {"policy": config.weights, **weights_info}
+    if config.weights == "auto" and plan.policy == "random":
+        report.notes.append(f"weights: {plan.note} (seed {config.seed})")
+    if crash is not None:
+        report.crashes.append(crash)
+        return None, key, spec
+    return artifact, key, spec
+
+
+def target_spec(source: SourceSpec, dst: str, spec: PreprocessSpec) -> tuple[PreprocessSpec, str]:
+    """The target framework's customary preprocessing (``target_preprocess="target"``) and
+    where it comes from.
+
+    A zoo model has a spec per framework it is offered in; a TFLite model is customarily made
+    from Keras and fed like it; for anything else (onnx, a user's model file) nothing customary
+    is known, so the target keeps the source's spec.
+    """
+    if source.file is None:
+        from convdiff.zoo import zoo_model
+
+        variants = zoo_model(source.name).variants
+        fw = "keras" if dst == "tflite" and dst not in variants else dst
+        if fw in variants:
+            return variants[fw].preprocess, f"the zoo's {source.name} {fw} spec"
+    return spec, f"the source's (no customary {dst} spec known for {source.name})"
+
+
+def _file_spec(config: RunConfig, fw: str, description: dict) -> PreprocessSpec:
+    """Preprocessing for a user's model file: the options, filled in from its input shape."""
+    shape = list(description.get("input_shape") or [])
+    return resolve_spec(fw, shape, group_of(PreprocessOptions, config))
+
+
+def _save_inputs(path: Path, spec: PreprocessSpec, records: list[datasets.ImageRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=preprocess.batch(spec, records))
+
+
+def _finish(report: RunReport, out: Path) -> None:
+    """Fill the headline numbers from the last hop that ran, set the status, write files."""
+    finished = [h for h in report.chain if h.agreement is not None]
+    if finished:
+        last: PairMetrics = finished[-1].agreement  # type: ignore[assignment]
+        report.images = last.images
+        report.top1_discrepancy = last.top1_discrepancy
+        report.top5_discrepancy = last.top5_discrepancy
+        report.kendall_tau_top5 = last.kendall_tau_top5
+        report.max_abs_diff = last.max_abs_diff
+        report.mean_abs_diff = last.mean_abs_diff
+        report.src_accuracy = last.src_accuracy
+        report.dst_accuracy = last.dst_accuracy
+        report.disagreeing = [
+            {"image": d.image, "src_label": d.src_label, "dst_label": d.dst_label}
+            for d in last.disagreeing
+        ]
+        if last.class_note:
+            report.notes.append(last.class_note)
+        report.first_disagreeing_hop = next(
+            (h.index for h in finished if h.agreement and h.agreement.top1_discrepancy > 0), None
+        )
+    complete = len(finished) == len(report.route) - 1
+    if report.crashes:
+        report.status = "crash"
+    elif not complete:
+        report.status = "incomplete"
+    elif report.top1_discrepancy is not None and report.top1_discrepancy > report.max_discrepancy:
+        report.status = "discrepancy"
+    else:
+        report.status = "ok"
+    report.partial = not complete
+    report.write(out / "report.json")
+    write_markdown(report, out / "report.md")
+
+
+__all__ = ["AfterRun", "run", "target_spec"]

@@ -1,0 +1,232 @@
+"""The names the model files give the layers of a canonical graph.
+
+Findings and patches name layers as the model files do (ONNX node names, TFLite op output
+tensor names, a torch.export program's module paths, Keras layer names). TVM's importers keep
+no names, but they emit one Relax op per file op in file order, so the k-th ``Conv`` node of
+an ONNX file is the k-th ``conv2d`` of its raw graph; a kind whose counts differ keeps the
+canonical ids. Where the file says how many weights a conv or dense op holds (ONNX, TFLite),
+that order is checked: a weighted layer is named only by a file op of its own weight size,
+the k-th of that size, so two branches TVM emits in another order than the file still get
+their own names, and where the sizes cannot be paired no name is given rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from convdiff.ir.graph import CanonicalGraph
+from convdiff.ir.kinds import KIND_CLASSES, match_layer
+
+WEIGHTED = ("conv2d", "dense")  # kinds whose file ops say their weight's size
+
+
+class FileOp(NamedTuple):
+    """One op of a model file that TVM makes a layer of."""
+
+    kind: str  # the canonical op kind (:data:`ONNX_KINDS`, :data:`TFLITE_KINDS`)
+    name: str  # what the file calls it
+    index: int  # its position in the file's op list
+    size: int | None = None  # a weighted op's weight element count, when the file says
+
+
+ONNX_KINDS = {
+    "Conv": "conv2d",
+    "Gemm": "dense",
+    "MatMul": "dense",
+    "MaxPool": "pool_max",
+    "AveragePool": "pool_avg",
+    "GlobalAveragePool": "pool_global_avg",
+    "BatchNormalization": "batch_norm",
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softmax": "softmax",
+    "Concat": "concat",
+    "Clip": "clip",
+    "Resize": "resize",
+    "Pad": "pad",
+}
+TFLITE_KINDS = {
+    "CONV_2D": "conv2d",
+    "DEPTHWISE_CONV_2D": "conv2d",
+    "FULLY_CONNECTED": "dense",
+    "MAX_POOL_2D": "pool_max",
+    "AVERAGE_POOL_2D": "pool_avg",
+    "SOFTMAX": "softmax",
+    "CONCATENATION": "concat",
+    "RESIZE_BILINEAR": "resize",
+    "RESIZE_NEAREST_NEIGHBOR": "resize",
+    "PAD": "pad",
+    "PADV2": "pad",
+}
+
+
+def file_names(
+    raw: CanonicalGraph,
+    torch_ops: list[list[Any]] | None = None,
+    keras_classes: dict[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Layer id -> name in the model file, and layer id -> op index in the file (see the
+    module docstring). Empty when the file cannot be read or is of another kind.
+
+    What needs a framework to read is read by the caller in a worker and given here:
+    ``torch_ops``, a torch.export program's nodes (``[kind, name, index]``, the torch
+    applier's ``file_ops`` task); ``keras_classes``, for a Keras model that TVM imported
+    through a float conversion (``raw.meta["route"]``), its layer names and classes, onto
+    which the conversion's op names are mapped (:func:`keras_names`)."""
+    path, fw = raw.meta.get("path"), raw.meta.get("framework")
+    try:
+        if fw == "onnx":
+            ops = _onnx_ops(path)
+        elif fw == "tflite":
+            ops = _tflite_ops(path)
+        elif fw == "torch" and torch_ops is not None:
+            ops = [FileOp(str(k), str(n), int(i)) for k, n, i in torch_ops]
+        else:
+            return {}, {}
+    except Exception:  # names are a convenience: the canonical ids still identify layers
+        return {}, {}
+    if raw.meta.get("route") and keras_classes:
+        renamed = keras_names(ops, keras_classes)
+        ops = [op._replace(name=renamed.get(op.name, op.name)) for op in ops]
+    names, index = {}, {}
+    for kind in dict.fromkeys(op.kind for op in ops):
+        in_file = [op for op in ops if op.kind == kind]
+        layers = [lay for lay in raw.layers if _kind(raw, lay) == kind]
+        for lay, op in pair_ops(in_file, [(lay.id, _weight_size(lay)) for lay in layers]):
+            names[lay], index[lay] = op.name, op.index
+    return names, index
+
+
+def pair_ops(
+    in_file: list[FileOp], layers: list[tuple[str, int | None]]
+) -> list[tuple[str, FileOp]]:
+    """Pair the raw layers ``(id, weight size)`` of one kind with the file's ops of that kind:
+    in order, as TVM emits them; where both sides give weight sizes and the order pairs
+    different sizes, the k-th op of each size with the k-th layer of that size. Nothing is
+    paired when the counts differ (in all or for a size): no name is better than a wrong one."""
+    if len(in_file) != len(layers):
+        return []
+    sizes = [op.size for op in in_file], [size for _, size in layers]
+    if None in sizes[0] or None in sizes[1] or sizes[0] == sizes[1]:
+        return [(lid, op) for (lid, _), op in zip(layers, in_file, strict=True)]
+    if sorted(sizes[0]) != sorted(sizes[1]):  # type: ignore[type-var]
+        return []
+    by_size: dict[int | None, list[FileOp]] = {}
+    for op in in_file:
+        by_size.setdefault(op.size, []).append(op)
+    return [(lid, by_size[size].pop(0)) for lid, size in layers]
+
+
+def _weight_size(layer: Any) -> int | None:
+    weight = layer.params.get("weight") if layer.op in WEIGHTED else None
+    return None if weight is None else int(np.size(weight))
+
+
+def keras_names(ops: list[FileOp], classes: dict[str, str]) -> dict[str, str]:
+    """Op name in a Keras model's conversion -> the Keras layer (``model.get_layer()``'s name).
+
+    A name such as ``tiny_cnn_1/relu_1/Relu;tiny_cnn_1/conv_1/convolution`` holds several
+    layers' name scopes, each perhaps with TF's ``_<n>`` suffix: the candidates are those whose
+    class makes the op's kind (:func:`convdiff.ir.kinds.match_layer`). A layer goes to
+    one op only: ops with one candidate left take it, which may leave one for another op, and
+    so on; the ops of a layer's own kind before the activations a converter fused into it. An
+    op still ambiguous keeps its own name."""
+    fused = ("softmax", "relu", "clip")
+    candidates = {
+        op.name: match_layer(op.name, op.kind, classes)
+        for op in sorted(ops, key=lambda op: op.kind in fused)
+        if op.kind in KIND_CLASSES
+    }
+    chosen: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, found in candidates.items():
+            left = [c for c in found if c not in chosen.values()]
+            if name not in chosen and len(left) == 1:
+                chosen[name], changed = left[0], True
+                break  # first come first served, in the order above
+    return chosen
+
+
+def _kind(raw: CanonicalGraph, layer: Any) -> str:
+    """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants."""
+    if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
+        before = raw[layer.inputs[0]]
+        scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
+        return "" if layer.op == "minimum" and scalar_max else "clip"
+    return layer.op
+
+
+def _onnx_ops(path: str) -> list[FileOp]:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    weights = set(sizes)
+    ops = []
+    for i, node in enumerate(model.graph.node):
+        kind = ONNX_KINDS.get(node.op_type)
+        if kind:
+            weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
+            ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
+    return ops
+
+
+def _onnx_name(node: Any, weights: set[str]) -> str:
+    """The node's name; for tf2onnx's generated ones (``Conv__10``) its weight's TF name,
+    which holds the Keras layer's (``tiny_cnn_1/conv_1/convolution/merged_input``)."""
+    name = node.name or node.output[0]
+    if re.search(r"__\d+$", name):
+        weight = next((i for i in node.input[1:] if i in weights), None)
+        if weight:
+            return weight.removeprefix("StatefulPartitionedCall/").removesuffix(":0")
+    return name
+
+
+def _tflite_ops(path: str) -> list[FileOp]:
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    op_names = {v: k for k, v in BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    model = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+        if kind in TFLITE_KINDS:
+            out = graph.Tensors(int(op.OutputsAsNumpy()[0])).Name().decode()
+            size = None
+            if TFLITE_KINDS[kind] in WEIGHTED and op.InputsLength() > 1:
+                size = int(np.prod(graph.Tensors(int(op.Inputs(1))).ShapeAsNumpy()))
+            ops.append(FileOp(TFLITE_KINDS[kind], out, i, size))
+    return ops
+
+
+def quant_evidence(
+    info: dict[str, Any], path: str, index: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Target layer id -> the int8 tensor its weight came from (dynamic-range TFLite files)."""
+    if not info.get("quant"):
+        return {}
+    from convdiff.ir import tflite_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence = {}
+    for tensor in tflite_quant.read(path).quantized:
+        for consumer in tensor.consumers:
+            lid = by_index.get(int(consumer.rpartition("#")[2]))
+            if lid is not None:
+                evidence[lid] = {
+                    "tensor": tensor.name,
+                    "dtype": tensor.dtype,
+                    "scales": tensor.scales,
+                }
+    return evidence

@@ -1,0 +1,221 @@
+"""Typed calls from the orchestrator into the workers.
+
+Why one module: a task is named by an importable ``"module:function"`` string that the child
+resolves (:mod:`convdiff.runtime.child`); spelled in one place, a task that moves or changes its
+arguments is changed here, and callers get a Python signature to read and type-check instead of
+a string and keyword arguments. Every call returns the pool's :class:`TaskOutcome` (a value, or
+the failure as data); none raises for a failed task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from convdiff.core.options import DEFAULT_BATCH_SIZE
+from convdiff.frameworks import framework as framework_info
+from convdiff.runtime.pool import TaskOutcome, WorkerPool
+
+Tick = Callable[[float], None] | None
+
+TASKS = "convdiff.runtime.tasks"
+TVM = "convdiff.ir.tvm_import"
+BUILD = "convdiff.zoo.build:build"
+# format -> (worker kind, the applier module that runs in it): Keras and torch models are
+# edited in their framework (:mod:`convdiff.repair.appliers`)
+APPLIER_TASKS = {
+    "keras": ("tf", "convdiff.repair.appliers.keras"),
+    "torch": ("torch", "convdiff.repair.appliers.torch"),
+}
+
+
+def warm_up(pool: WorkerPool, framework: str) -> None:
+    """Start ``framework``'s worker now and import the framework in it, while the caller does
+    other work (:meth:`WorkerPool.prestart`)."""
+    pool.prestart(framework_info(framework).worker, f"{TASKS}:warm_up", framework=framework)
+
+
+def probe(pool: WorkerPool, framework: str, path: str | Path, on_tick: Tick = None) -> TaskOutcome:
+    """Load a model in its runtime; the value describes its input and output."""
+    info = framework_info(framework)
+    return pool.call(
+        info.worker, f"{TASKS}:probe", on_tick=on_tick, framework=info.name, path=str(path)
+    )
+
+
+def infer(
+    pool: WorkerPool,
+    framework: str,
+    path: str | Path,
+    inputs: str | Path,
+    outputs: str | Path,
+    *,
+    layout: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Run a model on ``x`` of the ``inputs`` npz; its outputs go to ``outputs`` (key ``y``)."""
+    info = framework_info(framework)
+    return pool.call(
+        info.worker,
+        f"{TASKS}:infer",
+        on_tick=on_tick,
+        framework=info.name,
+        path=str(path),
+        inputs=str(inputs),
+        outputs=str(outputs),
+        layout=layout,
+        batch_size=batch_size,
+    )
+
+
+def convert(
+    pool: WorkerPool,
+    worker: str,
+    src: str,
+    dst: str,
+    src_path: str | Path,
+    out_dir: str | Path,
+    options: dict[str, Any],
+    *,
+    input_shape: list[int | None] | None = None,
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Convert ``src_path`` with the registered converter of edge ``src -> dst``; the value
+    holds the new file's ``path`` and ``convert_seconds``."""
+    return pool.call(
+        worker,
+        f"{TASKS}:convert",
+        on_tick=on_tick,
+        src=src,
+        dst=dst,
+        src_path=str(src_path),
+        out_dir=str(out_dir),
+        options=options,
+        input_shape=input_shape,
+    )
+
+
+def build(
+    pool: WorkerPool,
+    model: str,
+    framework: str,
+    weights: str,
+    seed: int,
+    calibration: str | Path,
+    out_dir: str | Path,
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Build a zoo model with its weights policy (:mod:`convdiff.zoo.build`)."""
+    return pool.call(
+        framework_info(framework).worker,
+        BUILD,
+        on_tick=on_tick,
+        model=model,
+        framework=framework,
+        weights=weights,
+        seed=seed,
+        calibration=str(calibration),
+        out_dir=str(out_dir),
+    )
+
+
+def import_graph(
+    pool: WorkerPool, framework: str, path: str | Path, out_dir: str | Path
+) -> TaskOutcome:
+    """Import a model into TVM Relax and write its raw layer graph (JSON + npz)."""
+    return pool.call(
+        "tvm", f"{TVM}:import_graph", framework=framework, path=str(path), out_dir=str(out_dir)
+    )
+
+
+def run_tvm(
+    pool: WorkerPool,
+    framework: str,
+    path: str | Path,
+    inputs_npz: str | Path,
+    outputs_npz: str | Path,
+    *,
+    layout: str = "auto",
+    layers: list[str] | None = None,
+    images: list[int] | None = None,
+    activations_npz: str | Path | None = None,
+    run_images: list[int] | None = None,
+) -> TaskOutcome:
+    """Compile a model for llvm once and run it; optionally return intermediate tensors."""
+    return pool.call(
+        "tvm",
+        f"{TVM}:run_tvm",
+        framework=framework,
+        path=str(path),
+        inputs_npz=str(inputs_npz),
+        outputs_npz=str(outputs_npz),
+        layout=layout,
+        layers=layers,
+        images=images,
+        activations_npz=None if activations_npz is None else str(activations_npz),
+        run_images=run_images,
+    )
+
+
+def torch_file_ops(pool: WorkerPool, path: str | Path) -> TaskOutcome:
+    """``[kind, name, index]`` of each node of a torch.export program TVM makes a layer of."""
+    return pool.call("torch", f"{APPLIER_TASKS['torch'][1]}:file_ops", path=str(path))
+
+
+def keras_layer_classes(pool: WorkerPool, path: str | Path) -> TaskOutcome:
+    """A Keras model's layer names and their class names."""
+    return pool.call("tf", f"{APPLIER_TASKS['keras'][1]}:layer_classes", path=str(path))
+
+
+def read_tensor(
+    pool: WorkerPool, fmt: str, path: str | Path, layer: str, field: str, out_npz: str | Path
+) -> TaskOutcome:
+    """Write a Keras/torch layer's weight or bias to ``out_npz`` (key ``x``); the value is
+    False when the layer has no such tensor."""
+    kind, module = APPLIER_TASKS[fmt]
+    return pool.call(
+        kind,
+        f"{module}:read_tensor_task",
+        path=str(path),
+        layer=layer,
+        field=field,
+        out_npz=str(out_npz),
+    )
+
+
+def apply_edits(
+    pool: WorkerPool,
+    fmt: str,
+    target: str | Path,
+    edits: list[dict[str, Any]],
+    tensors_npz: str | Path,
+    out: str | Path,
+) -> TaskOutcome:
+    """Apply edits (Edit JSON) to a Keras/torch model in its framework, saving to ``out``."""
+    kind, module = APPLIER_TASKS[fmt]
+    return pool.call(
+        kind,
+        f"{module}:apply_task",
+        target=str(target),
+        edits=edits,
+        tensors_npz=str(tensors_npz),
+        out=str(out),
+    )
+
+
+__all__ = [
+    "APPLIER_TASKS",
+    "apply_edits",
+    "build",
+    "convert",
+    "import_graph",
+    "infer",
+    "keras_layer_classes",
+    "probe",
+    "read_tensor",
+    "run_tvm",
+    "torch_file_ops",
+    "warm_up",
+]

@@ -1,0 +1,142 @@
+"""Child-side tasks: the functions the orchestrator names in ``WorkerPool.call``.
+
+Each takes and returns JSON-able values; tensors travel as .npz files named by path. They run
+inside a worker of the right kind (see :mod:`convdiff.runtime.pool`), so importing a framework here,
+inside the function, is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convdiff.core.options import ConvertOptions
+
+# The last model this worker loaded: a run probes a model file, then runs it; keeping one model
+# (not more: they can be gigabytes) saves the second load of the same file.
+_LAST_LOADED: dict[tuple[str, str, float], Any] = {}
+
+
+def _load(module: Any, framework: str, path: str) -> Any:
+    stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
+    key = (framework, str(Path(path).resolve()), stamp)
+    if key not in _LAST_LOADED:
+        _LAST_LOADED.clear()
+        _LAST_LOADED[key] = module.load(path)
+    return _LAST_LOADED[key]
+
+
+_HEAVY_IMPORTS = {
+    "keras": ("tensorflow", "keras"),
+    "tf": ("tensorflow",),
+    "tflite": ("ai_edge_litert.interpreter",),
+    "onnx": ("onnxruntime",),
+    "torch": ("torch",),
+}
+
+
+def warm_up(framework: str) -> str:
+    """Import a framework ahead of need, in a worker started early (WorkerPool.prestart)."""
+    for name in _HEAVY_IMPORTS.get(framework, ()):
+        importlib.import_module(name)
+    return framework
+
+
+def probe(framework: str, path: str) -> dict[str, Any]:
+    """Load a model and describe its input and output, so the orchestrator can fit the data."""
+    module = importlib.import_module(f"convdiff.frameworks.{framework}")
+    started = time.perf_counter()
+    model = _load(module, framework, path)
+    description = module.describe(model)
+    description["load_seconds"] = time.perf_counter() - started
+    return description
+
+
+def infer(
+    framework: str,
+    path: str,
+    inputs: str,
+    outputs: str,
+    layout: str = "auto",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Run a model on the NHWC tensor ``x`` of ``inputs`` and save its outputs as ``y``.
+
+    The transposition to NCHW happens here, at the model's boundary, so every framework gets
+    the very same pixels; ``auto`` reads the layout from the model's input shape. Load and
+    inference times are measured apart: the benchmark needs them to tell convdiff's overhead
+    from the framework's own work.
+    """
+    from convdiff.frameworks import FRAMEWORKS, layout_of
+
+    module = importlib.import_module(f"convdiff.frameworks.{framework}")
+    started = time.perf_counter()
+    model = _load(module, framework, path)
+    description = module.describe(model)
+    loaded = time.perf_counter()
+    with np.load(inputs) as data:
+        x = data["x"].astype(np.float32)
+    shape = list(description.get("input_shape") or [])
+    if layout == "auto":
+        layout = layout_of(shape, FRAMEWORKS[framework].layout)
+    _check_fits(shape, layout, x.shape)
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    chunks = [
+        np.asarray(module.predict(model, x[i : i + batch_size]), dtype=np.float32)
+        for i in range(0, len(x), batch_size)
+    ]
+    y = np.concatenate(chunks).reshape(len(x), -1)
+    finished = time.perf_counter()
+    np.savez(outputs, y=y)
+    return {
+        **description,
+        "layout": layout,
+        "load_seconds": loaded - started,
+        "infer_seconds": finished - loaded,
+        "output_shape": list(y.shape),
+    }
+
+
+def _check_fits(shape: list[int | None], layout: str, nhwc: tuple[int, ...]) -> None:
+    """Say plainly when a model wants other images than the run prepared."""
+    if not shape:  # unknown (a TorchScript file keeps no input shape): nothing to check
+        return
+    if len(shape) != 4:
+        raise ValueError(f"model input has shape {shape}; convdiff feeds one 4-D image batch")
+    h, w, c = (shape[2], shape[3], shape[1]) if layout == "NCHW" else (shape[1], shape[2], shape[3])
+    wanted = (h, w, c)
+    given = (nhwc[1], nhwc[2], nhwc[3])
+    if any(
+        want is not None and want > 0 and want != got
+        for want, got in zip(wanted, given, strict=True)
+    ):
+        raise ValueError(
+            f"model takes {layout} input {shape}, but the images were prepared as "
+            f"{given[0]}x{given[1]}x{given[2]}"
+        )
+
+
+def convert(
+    src: str,
+    dst: str,
+    src_path: str,
+    out_dir: str,
+    options: dict[str, Any],
+    input_shape: list[int | None] | None = None,
+) -> dict[str, Any]:
+    """Run the registered converter of edge ``src -> dst`` and return the artifact's path."""
+    from convdiff.converters import CONVERTERS, load_all
+
+    load_all()
+    info = CONVERTERS[(src, dst)]
+    module_name, _, func_name = info.func.partition(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    artifact = func(Path(src_path), Path(out_dir), ConvertOptions(**options), input_shape)
+    return {"path": str(artifact), "convert_seconds": time.perf_counter() - started}
