@@ -18,9 +18,14 @@ from convdiff.core.options import ConvertOptions
 def keras_to_tf(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
+    return export_saved_model(src, out_dir / "saved_model")
+
+
+def export_saved_model(src: Path, out: Path) -> Path:
+    """The Keras model file ``src`` as a SavedModel folder ``out`` (``Model.export``, inference
+    mode): the form TF tools read (tf2onnx converts it too)."""
     import keras
 
     model = keras.saving.load_model(str(src), compile=False, safe_mode=False)
-    out = out_dir / "saved_model"
     model.export(str(out), format="tf_saved_model", verbose=False)
     return out

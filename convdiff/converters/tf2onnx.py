@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from convdiff.converters import converter
+from convdiff.converters.keras_export import export_saved_model
 from convdiff.core.options import ConvertOptions
+
+if TYPE_CHECKING:  # onnx is imported by the worker that converts, never at import time
+    import onnx
 
 PACKAGES = ("tf2onnx", "tensorflow", "onnx")
 
@@ -41,11 +44,7 @@ def tf_to_onnx(
 def keras_to_onnx(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
-    import keras
-
-    model = keras.saving.load_model(str(src), compile=False, safe_mode=False)
-    saved_model = out_dir / "saved_model"
-    model.export(str(saved_model), format="tf_saved_model", verbose=False)
+    saved_model = export_saved_model(src, out_dir / "saved_model")
     return _saved_model_to_onnx(saved_model, out_dir, opts, route="keras export -> saved_model")
 
 

@@ -30,10 +30,12 @@ from convdiff.commands.localize.imports import import_via_pool, keras_route, lay
 from convdiff.commands.localize.render import summary, to_markdown
 from convdiff.commands.localize.runs import (
     RUN_STAGES,
+    Inputs,
     activation_rows,
     chain_evidence,
     converter_hop,
     measure_runs,
+    resolve_inputs,
     tvm_side,
 )
 from convdiff.commands.localize.types import GRAPH_STAGES, LocalizeConfig, LocalizeReport
@@ -84,6 +86,10 @@ def localize(
     with contextlib.ExitStack() as stack:
         if pool is None:
             pool = stack.enter_context(WorkerPool(out / "logs", timeout=config.timeout))
+        inputs = None  # the images' preprocessing: settled (or refused) before any TVM work
+        if set(RUN_STAGES) & set(config.stages):
+            with progress.step("loading both models"):
+                inputs = resolve_inputs(pool, config, source, target)
         graphs = []
         for side, spec, other in (("source", source, target), ("target", target, source)):
             with progress.step(f"importing the {side} into TVM ({spec.framework})"):
@@ -102,7 +108,9 @@ def localize(
                 break
             graphs.append((raw, canonicalize(raw), info))
         if report.error:
-            return _without_graphs(report, config, pool, source, target, out, progress, chain)
+            return _without_graphs(
+                report, config, pool, source, target, out, progress, chain, inputs
+            )
         (raw_a, a, _), (raw_b, b, info_b) = graphs
         check_comparable(a, b, source.file.name, target.file.name)
         alignment = align(a, b)
@@ -112,7 +120,8 @@ def localize(
             if "graph" in config.stages:
                 matched = activations.pairs(StageContext(a, b, alignment))
                 sides = (tvm_side(raw_a, a, matched, 0), tvm_side(raw_b, b, matched, 1))
-            evidence = measure_runs(pool, config, source, target, out, progress, sides)
+            assert inputs is not None  # resolved above whenever RUN_STAGES are selected
+            evidence = measure_runs(pool, config, source, target, out, progress, inputs, sides)
             _attach_chain(evidence, chain, target.file)
             if "activations" in evidence:
                 evidence["activations"] = activation_rows(evidence["activations"], a, b, alignment)
@@ -161,6 +170,7 @@ def _without_graphs(
     out: Path,
     progress: Progress,
     chain: dict[str, Any] | None,
+    inputs: Inputs | None,
 ) -> LocalizeReport:
     """A model TVM cannot import: the stages that judge runs, not graphs (inputs, tools) still
     run; the others are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
@@ -169,7 +179,8 @@ def _without_graphs(
             report.notes.append(f"{stage}: not run ({report.error.split(':')[0]})")
     wanted = [s for s in report.stages if s in RUN_STAGES]
     if wanted:
-        report.runs = measure_runs(pool, config, source, target, out, progress, None)
+        assert inputs is not None  # resolved whenever RUN_STAGES are selected
+        report.runs = measure_runs(pool, config, source, target, out, progress, inputs)
         _attach_chain(report.runs, chain, target.file)
         ctx = StageContext(CanonicalGraph([], [], []), CanonicalGraph([], [], []), Alignment())
         ctx.evidence = report.runs

@@ -60,6 +60,27 @@ def tvm_side(
     return TvmSide(str(raw.meta["framework"]), str(raw.meta["path"]), layers)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the model runs are fed, settled before any work: the source's preprocessing and
+    both models' input shapes."""
+
+    spec: PreprocessSpec
+    source_shape: list[Any]
+    target_shape: list[Any]
+
+
+def resolve_inputs(
+    pool: WorkerPool, config: LocalizeConfig, source: SourceSpec, target: SourceSpec
+) -> Inputs:
+    """Load both models in their runtimes and settle the source's preprocessing from the
+    options, as `convdiff run` does (a bad option is the same one-line error, exit 2)."""
+    src_shape = _probe(pool, source, "source")
+    dst_shape = _probe(pool, target, "target")
+    spec = _spec(source.framework, src_shape, config, config.preprocess, True)
+    return Inputs(spec, src_shape, dst_shape)
+
+
 def measure_runs(
     pool: WorkerPool,
     config: LocalizeConfig,
@@ -67,6 +88,7 @@ def measure_runs(
     target: SourceSpec,
     out: Path,
     progress: Progress,
+    inputs: Inputs,
     sides: tuple[TvmSide, TvmSide] | None = None,
 ) -> dict[str, Any]:
     """Run the models the inputs and tools stages (and the graph stage's activation evidence,
@@ -87,9 +109,7 @@ def measure_runs(
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     files = RunFiles(runs)
-    src_shape = _probe(pool, source, "source")
-    dst_shape = _probe(pool, target, "target")
-    spec = _spec(source.framework, src_shape, config, config.preprocess, True)
+    spec, dst_shape = inputs.spec, inputs.target_shape
     with progress.step(f"preparing {len(records)} images ({spec.describe()})"):
         np.savez(files.x_source, x=preprocess.batch(spec, records))
     evidence: dict[str, Any] = {}
