@@ -1,17 +1,5 @@
-"""Deprecated: the old home of this API; use ``from convdiff.api import run_check``.
+"""Deprecated: convdiff 0.1's home of this API; :data:`convdiff.compat.OLD_HOMES` says the new."""
 
-Kept so that code written against convdiff 0.1's layout still runs (with a warning).
-"""
+from convdiff.compat import reexport
 
-import warnings
-
-from convdiff.commands.check.flow import run_check
-from convdiff.commands.check.types import CheckResult, EntryResult
-
-__all__ = ["CheckResult", "EntryResult", "run_check"]
-
-warnings.warn(
-    "convdiff.check is deprecated; use `from convdiff.api import run_check`",
-    DeprecationWarning,
-    stacklevel=2,
-)
+globals().update(reexport(__name__))

@@ -1,16 +1,5 @@
-"""Deprecated: the old home of this API; use ``from convdiff.api import load_check_config``.
+"""Deprecated: convdiff 0.1's home of this API; :data:`convdiff.compat.OLD_HOMES` says the new."""
 
-Kept so that code written against convdiff 0.1's layout still runs (with a warning).
-"""
+from convdiff.compat import reexport
 
-import warnings
-
-from convdiff.commands.check.config import CheckConfig, CheckEntry, load_check_config
-
-__all__ = ["CheckConfig", "CheckEntry", "load_check_config"]
-
-warnings.warn(
-    "convdiff.check_config is deprecated; use `from convdiff.api import load_check_config`",
-    DeprecationWarning,
-    stacklevel=2,
-)
+globals().update(reexport(__name__))

@@ -1,17 +1,5 @@
-"""Deprecated: the old home of this API; use ``from convdiff.api import ConvertOptions, RunConfig``.
+"""Deprecated: convdiff 0.1's home of this API; :data:`convdiff.compat.OLD_HOMES` says the new."""
 
-Kept so that code written against convdiff 0.1's layout still runs (with a warning).
-"""
+from convdiff.compat import reexport
 
-import warnings
-
-from convdiff.commands.run.types import RunConfig
-from convdiff.core.options import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions
-
-__all__ = ["TFLITE_OPTS", "TORCH_EXPORTERS", "ConvertOptions", "RunConfig"]
-
-warnings.warn(
-    "convdiff.config is deprecated; use `from convdiff.api import ConvertOptions, RunConfig`",
-    DeprecationWarning,
-    stacklevel=2,
-)
+globals().update(reexport(__name__))

@@ -1,16 +1,5 @@
-"""Deprecated: the old home of this API; use ``from convdiff.api import RunReport``.
+"""Deprecated: convdiff 0.1's home of this API; :data:`convdiff.compat.OLD_HOMES` says the new."""
 
-Kept so that code written against convdiff 0.1's layout still runs (with a warning).
-"""
+from convdiff.compat import reexport
 
-import warnings
-
-from convdiff.commands.run.types import Artifact, Crash, Hop, Phase, RunReport
-
-__all__ = ["Artifact", "Crash", "Hop", "Phase", "RunReport"]
-
-warnings.warn(
-    "convdiff.report is deprecated; use `from convdiff.api import RunReport`",
-    DeprecationWarning,
-    stacklevel=2,
-)
+globals().update(reexport(__name__))

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("convdiff.cli", "convdiff.api", "convdiff.__main__"),
     # the old homes of the public API: deprecated re-exports of the layers above
     (
+        "convdiff.compat",
         "convdiff.run",
         "convdiff.config",
         "convdiff.report",

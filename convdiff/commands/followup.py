@@ -11,6 +11,7 @@ the run's exit code.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from convdiff.commands.localize.flow import localize
@@ -26,6 +27,7 @@ from convdiff.commands.run.types import (
     RunReport,
 )
 from convdiff.core.errors import ConvdiffError
+from convdiff.core.options import ImageOptions, WorkerOptions, group_of
 from convdiff.core.progress import Progress
 from convdiff.core.text import one_line
 from convdiff.inputs.preprocess import PreprocessSpec
@@ -162,13 +164,10 @@ def _localize_config(report: RunReport, config: RunConfig, out: Path) -> Localiz
         dst=target.framework,
         stages=STAGES,
         out=out,
-        timeout=config.timeout,
-        data=config.data,
-        labels=config.labels,
-        limit=config.limit,
+        **asdict(group_of(ImageOptions, config)),
+        **asdict(group_of(WorkerOptions, config)),
         source_spec=PreprocessSpec.from_report(report.preprocessing),
         run_report=Path(report.out_dir) / "report.json",
-        batch_size=config.batch_size,
     )
 
 

@@ -31,6 +31,11 @@ class Finding:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
 
+    @classmethod
+    def agreement(cls, stage: str, summary: str, evidence: dict[str, Any]) -> Finding:
+        """Evidence that the models agree at this stage: reported, but no fault."""
+        return cls(stage, "agreement", None, None, summary, evidence)
+
     @property
     def is_fault(self) -> bool:
         """Agreement evidence (the inputs stage saying both pipelines agree) is no fault."""

@@ -44,11 +44,8 @@ def findings(evidence: dict[str, Any]) -> list[Finding]:
     }
     if own is None or not changed:
         return [
-            Finding(
+            Finding.agreement(
                 "inputs",
-                "agreement",
-                None,
-                None,
                 f"the target's preprocessing is the source's ({source['description']}): the "
                 "inputs explain no disagreement",
                 jsonable(base),
@@ -58,11 +55,8 @@ def findings(evidence: dict[str, Any]) -> list[Finding]:
     evidence_out = jsonable({**base, "top1_on_own_preprocessing": own["top1_discrepancy"]})
     if gap <= 0:
         return [
-            Finding(
+            Finding.agreement(
                 "inputs",
-                "agreement",
-                None,
-                None,
                 f"the target's own preprocessing ({target['description']}) changes no top-1 "
                 f"agreement against the source's ({source['description']}) on "
                 f"{same['images']} images",

@@ -120,11 +120,8 @@ def runtime_findings(evidence: dict[str, Any]) -> list[Finding]:
     if found:
         return found
     return [
-        Finding(
+        Finding.agreement(
             "tools",
-            "agreement",
-            None,
-            None,
             f"the target agrees with the source on {runtime} and on {tvm}",
             numbers,
         )
@@ -176,11 +173,8 @@ def hop_findings(report: dict[str, Any] | None) -> list[Finding]:
             ]
         previous = top1 or 0.0
     return [
-        Finding(
+        Finding.agreement(
             "tools",
-            "agreement",
-            None,
-            None,
             f"every hop of the run ({len(report['hops'])}) agrees with the source within "
             f"{threshold:g}% top-1",
             jsonable({"run": report["path"], "hops": report["hops"]}),

@@ -188,23 +188,25 @@ def _text(example: str) -> Callable[[str, Any], Any]:
 
 
 def _integer(low: int, high: int | None, what: str) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> int:
-        if not _is_int(value):
-            raise _Bad(f"{key} must be an integer, got {shown(value)}", f"use {what}")
-        if value < low or (high is not None and value > high):
-            raise _Bad(f"{key} = {shown(value)} is out of range", f"use {what}")
-        return value
-
-    return check
+    return _bounded(low, high, what, integer=True)
 
 
 def _number(low: float, high: float | None, what: str) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> float:
-        if not _is_number(value):
-            raise _Bad(f"{key} must be a finite number, got {shown(value)}", f"use {what}")
+    return _bounded(low, high, what, integer=False)
+
+
+def _bounded(
+    low: float, high: float | None, what: str, integer: bool
+) -> Callable[[str, Any], Any]:
+    """A check of an integer (or finite number) within ``low`` .. ``high``."""
+    kind = "an integer" if integer else "a finite number"
+
+    def check(key: str, value: Any) -> int | float:
+        if not (_is_int(value) if integer else _is_number(value)):
+            raise _Bad(f"{key} must be {kind}, got {shown(value)}", f"use {what}")
         if value < low or (high is not None and value > high):
             raise _Bad(f"{key} = {shown(value)} is out of range", f"use {what}")
-        return float(value)
+        return value if integer else float(value)
 
     return check
 

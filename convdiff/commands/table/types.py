@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convdiff.commands.run.types import RunConfig
 from convdiff.core.jsonio import JsonResult
-from convdiff.core.options import DEFAULT_TIMEOUT, ConvertOptions
+from convdiff.core.options import DEFAULT_TIMEOUT, ConvertOptions, ImageOptions, group_of
 
 SCHEMA_VERSION = 1
 
@@ -50,9 +50,7 @@ class TableConfig:
             dst=dst,
             weights=self.weights,
             seed=self.seed,
-            data=self.data,
-            labels=self.labels,
-            limit=self.limit,
+            **asdict(group_of(ImageOptions, self)),
             convert=ConvertOptions(tflite_opt=self.tflite_opt),
             out=out,
             cache_dir=self.cache_dir,

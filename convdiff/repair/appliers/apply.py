@@ -25,14 +25,13 @@ import numpy as np
 
 from convdiff.core.errors import ConvdiffError
 from convdiff.repair.patch import Edit, Patch, sha256_of
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 
 PREPROCESSING_REASON = "preprocessing belongs in your input pipeline; not written into the model"
-# format -> (worker kind, applier module, the file suffixes it writes)
-WORKER_APPLIERS = {
-    "keras": ("tf", "convdiff.repair.appliers.keras", (".keras",)),
-    "torch": ("torch", "convdiff.repair.appliers.torch", (".pt2",)),
-}
+# formats edited in their framework's worker (runtime.client.APPLIER_TASKS), and the file
+# suffixes their appliers write
+WORKER_APPLIERS = {"keras": (".keras",), "torch": (".pt2",)}
 
 
 @dataclass(frozen=True)
@@ -122,17 +121,9 @@ def read_tensor(
     planner reads the file's layout from it."""
     if fmt not in WORKER_APPLIERS:
         return _applier(fmt).read_tensor(Path(path), layer, field)
-    kind, module, _ = WORKER_APPLIERS[fmt]
     with _pool(pool) as workers, tempfile.TemporaryDirectory(prefix="convdiff-tensor-") as tmp:
         npz = Path(tmp) / "tensor.npz"
-        outcome = workers.call(
-            kind,
-            f"{module}:read_tensor_task",
-            path=str(path),
-            layer=layer,
-            field=field,
-            out_npz=str(npz),
-        )
+        outcome = client.read_tensor(workers, fmt, path, layer, field, npz)
         if not outcome:
             raise ConvdiffError(
                 f"cannot read {layer}.{field} of {Path(path).name}: {outcome.message}",
@@ -153,19 +144,12 @@ def _apply_in_worker(
     pool: WorkerPool | None,
 ) -> tuple[list[Edit], list[tuple[Edit, str]]]:
     """Run the format's applier task; the worker writes ``partial``."""
-    kind, module, _ = WORKER_APPLIERS[fmt]
     wanted = {e.value for e in edits if e.action == "set_tensor"}
     with _pool(pool) as workers, tempfile.TemporaryDirectory(prefix="convdiff-apply-") as tmp:
         npz = Path(tmp) / "tensors.npz"
         np.savez(npz, **{k: np.asarray(v) for k, v in tensors.items() if k in wanted})
-        outcome = workers.call(
-            kind,
-            f"{module}:apply_task",
-            target=str(target),
-            edits=json.loads(json.dumps([e.to_json() for e in edits])),
-            tensors_npz=str(npz),
-            out=str(partial),
-        )
+        edits_json = json.loads(json.dumps([e.to_json() for e in edits]))
+        outcome = client.apply_edits(workers, fmt, target, edits_json, npz, partial)
     if not outcome:
         partial.unlink(missing_ok=True)
         raise ConvdiffError(
@@ -204,7 +188,7 @@ def check_output(fmt: str, target: Path, out: Path) -> None:
 
 
 def _check_suffix(fmt: str, target: Path, out: Path) -> None:
-    suffixes = WORKER_APPLIERS[fmt][2]
+    suffixes = WORKER_APPLIERS[fmt]
     for path, what in ((target, "target"), (out, "output")):
         if path.suffix not in suffixes:
             raise ConvdiffError(
