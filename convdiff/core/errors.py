@@ -39,15 +39,12 @@ class OutputDirError(ConvdiffError):
     """The output folder cannot be written."""
 
 
-class TaskFailed(Exception):
-    """A task raised inside a worker; carries the worker-side error as data.
-
-    Raised by tasks' callers in the orchestrator only when they choose to; normally a
-    failed task is turned into a Crash record.
-    """
-
-    def __init__(self, kind: str, message: str, traceback: str = "") -> None:
-        self.kind = kind
-        self.message = message
-        self.traceback = traceback
-        super().__init__(f"{kind}: {message}")
+def is_user_error(type_name: str) -> bool:
+    """Is ``type_name`` (a worker's exception, reported by name) a :class:`ConvdiffError`? A
+    task that raises one (weights not on this machine, say) failed on the user's input."""
+    pending, names = [ConvdiffError], set()
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return type_name in names

@@ -195,9 +195,7 @@ def _number(low: float, high: float | None, what: str) -> Callable[[str, Any], A
     return _bounded(low, high, what, integer=False)
 
 
-def _bounded(
-    low: float, high: float | None, what: str, integer: bool
-) -> Callable[[str, Any], Any]:
+def _bounded(low: float, high: float | None, what: str, integer: bool) -> Callable[[str, Any], Any]:
     """A check of an integer (or finite number) within ``low`` .. ``high``."""
     kind = "an integer" if integer else "a finite number"
 

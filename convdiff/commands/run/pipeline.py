@@ -20,7 +20,7 @@ import numpy as np
 
 from convdiff.converters import ConverterInfo
 from convdiff.core.cache import ArtifactCache, copy_artifact, key_of
-from convdiff.core.errors import ConvdiffError
+from convdiff.core.errors import ConvdiffError, is_user_error
 from convdiff.core.options import ConvertOptions
 from convdiff.core.progress import Progress
 from convdiff.core.records import Artifact, Crash, Phase
@@ -31,15 +31,6 @@ from convdiff.runtime.pool import TaskOutcome, WorkerPool
 
 # Bump when a builder or converter wrapper changes what it writes, to retire cached files.
 CACHE_REVISION = 1
-
-_USER_ERRORS = {
-    "ConvdiffError",
-    "UnknownModelError",
-    "UnsupportedPairError",
-    "DataError",
-    "InputShapeError",
-    "OutputDirError",
-}
 
 
 @dataclass
@@ -75,7 +66,7 @@ class Workspace:
 
 def crash_from(outcome: TaskOutcome, stage: str, tool: str, version: str, hop: int) -> Crash:
     """Turn a failed task into a recorded crash, or raise it if it is the user's error."""
-    if outcome.failure == "exception" and outcome.error_type in _USER_ERRORS:
+    if outcome.failure == "exception" and is_user_error(outcome.error_type):
         raise ConvdiffError(outcome.message)
     crash = Crash(
         stage=stage,
