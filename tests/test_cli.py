@@ -124,7 +124,8 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     assert line.startswith("error: cannot load bad.onnx as a ONNX (onnxruntime) model: ")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["partial"] is True
-    assert report["status"] == "incomplete"
+    assert report["status"] == "error"  # this run's own verdict, with the user's message
+    assert f"error: {report['error']}" == line
 
 
 def test_input_size_that_does_not_fit(tmp_path: Path, tiny_onnx: Path) -> None:

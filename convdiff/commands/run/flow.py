@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from convdiff.converters import find_chain
 from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.options import TARGET_PREPROCESS, PreprocessOptions, group_of
-from convdiff.core.outdir import prepare_out_dir
+from convdiff.core.outdir import own_dir, prepare_out_dir, remove_own_dir
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework
 from convdiff.inputs import data as datasets
@@ -54,7 +53,6 @@ def run(
         )
     source = resolve_source(config.model, config.src)
     chain = find_chain(source.framework, config.dst, config.via)
-    records, skipped = _load_data(config)
     out = prepare_out_dir(config.out, f"{source.name}-{source.framework}-{config.dst}")
     progress = progress or Progress()
     progress.total = 3 + 2 * len(chain)
@@ -67,20 +65,31 @@ def run(
         out_dir=str(out),
         max_discrepancy=config.max_discrepancy,
         route=[source.framework, *(edge.dst for edge in chain)],
-        data={
-            "source": str(config.data) if config.data else "embedded sample set",
-            "images": len(records),
-            "skipped": skipped,
-            "labelled": sum(1 for r in records if r.accepted),
-        },
     )
-    report.write(out / "report.json")
+    report.write(out / "report.json")  # from its first moment the folder's report is this run's
     cache = ArtifactCache(config.cache_dir or default_cache_dir(), enabled=config.use_cache)
+    try:
+        records, skipped = _load_data(config)
+        cache.check_writable()
+        own_dir(out / "scratch")
+    except ConvdiffError as exc:
+        _failed(report, out, exc)
+        raise
+    report.data = {
+        "source": str(config.data) if config.data else "embedded sample set",
+        "images": len(records),
+        "skipped": skipped,
+        "labelled": sum(1 for r in records if r.accepted),
+    }
+    report.write(out / "report.json")
     with WorkerPool(out / "logs", timeout=config.timeout) as pool:
         _prestart(pool, [source.framework, *(edge.dst for edge in chain)])
         ws = Workspace(out, pool, cache, progress)
         try:
             _run_chain(ws, config, source, chain, records, report)
+        except ConvdiffError as exc:  # the user's input, found while running
+            report.error = str(exc)
+            raise
         except BaseException as exc:  # keep what was found, say why the run stopped
             report.notes.append(f"run stopped early: {type(exc).__name__}: {exc}".strip())
             raise
@@ -89,11 +98,19 @@ def run(
             if pool.warm_up_seconds:  # framework imports done by prestarted workers
                 imports = sum(pool.warm_up_seconds.values())
                 report.timings["startup"] = Phase(imports, imports, 0.0)
+            report.notes += cache.notes
             _finish(report, out)
-            shutil.rmtree(out / "scratch", ignore_errors=True)  # artifacts/ holds the results
+            remove_own_dir(out / "scratch")  # artifacts/ holds the results
         if then is not None:
             then(report, pool, progress)
     return report
+
+
+def _failed(report: RunReport, out: Path, exc: ConvdiffError) -> None:
+    """A run refused on its input after its folder was made: the report says so."""
+    report.error = str(exc)
+    report.status = "error"
+    report.write(out / "report.json")
 
 
 def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
@@ -290,7 +307,9 @@ def _finish(report: RunReport, out: Path) -> None:
             (h.index for h in finished if h.agreement and h.agreement.top1_discrepancy > 0), None
         )
     complete = len(finished) == len(report.route) - 1
-    if report.crashes:
+    if report.error:
+        report.status = "error"
+    elif report.crashes:
         report.status = "crash"
     elif not complete:
         report.status = "incomplete"

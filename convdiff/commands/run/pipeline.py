@@ -8,7 +8,6 @@ is re-raised here as the user's error it is.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from convdiff.converters import ConverterInfo
 from convdiff.core.cache import ArtifactCache, copy_artifact, key_of
 from convdiff.core.errors import ConvdiffError, is_user_error
 from convdiff.core.options import ConvertOptions
+from convdiff.core.outdir import own_dir
 from convdiff.core.progress import Progress
 from convdiff.core.records import Artifact, Crash, Phase
 from convdiff.frameworks import framework
@@ -214,11 +214,9 @@ def infer(
 
 
 def _place(ws: Workspace, source: Path, fw: str, index: int, *, cached: bool) -> Artifact:
-    """Keep every artifact of the chain in the run folder (hard links: no extra space)."""
-    folder = ws.out / "artifacts" / f"{index}-{fw}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    """Keep every artifact of the chain in the run folder: a copy (a reflink where the
+    filesystem shares blocks), so that changing it never changes the cache."""
+    folder = own_dir(ws.out / "artifacts" / f"{index}-{fw}")
     target = folder / source.name
     copy_artifact(source, target)
     return Artifact(framework=fw, path=str(target), cached=cached)

@@ -17,7 +17,8 @@ from convdiff.core.records import Artifact, Crash, Phase
 from convdiff.metrics import PairMetrics
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "discrepancy", "crash", "incomplete")  # incomplete: interrupted
+# incomplete: interrupted; error: refused on the user's input after the run folder was made
+STATUSES = ("ok", "discrepancy", "crash", "incomplete", "error")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class RunReport(JsonResult):
     model: str
     src: str
     dst: str
-    status: str = "incomplete"  # ok | discrepancy | crash | incomplete (see STATUSES)
+    status: str = "incomplete"  # ok | discrepancy | crash | incomplete | error (STATUSES)
     partial: bool = True  # True until every hop of the route has been compared
     schema_version: int = SCHEMA_VERSION
     convdiff_version: str = ""
@@ -131,6 +132,7 @@ class RunReport(JsonResult):
     crashes: list[Crash] = field(default_factory=list)
     timings: dict[str, Phase] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    error: str = ""  # status error: the one-line message the user got (exit 2)
     # --localize / --repair: what they found and did (None, written {}, when not asked)
     localization: LocalizationSummary | None = None
     repair: RepairSummary | None = None
@@ -140,8 +142,9 @@ class RunReport(JsonResult):
 
     @property
     def exit_code(self) -> int:
-        """0 agreement within the threshold, 1 discrepancy above it, 3 crash or incomplete."""
-        return {"ok": 0, "discrepancy": 1}.get(self.status, 3)
+        """0 agreement within the threshold, 1 discrepancy above it, 2 refused on the user's
+        input, 3 crash or incomplete."""
+        return {"ok": 0, "discrepancy": 1, "error": 2}.get(self.status, 3)
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()

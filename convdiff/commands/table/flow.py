@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import shutil
 import statistics
 import sys
 import threading
@@ -41,7 +40,7 @@ from convdiff.core.cache import file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.jsonio import write_atomic
 from convdiff.core.options import TARGET_PREPROCESS, TFLITE_OPTS
-from convdiff.core.outdir import prepare_out_dir
+from convdiff.core.outdir import own_dir, prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework
 from convdiff.inputs import data as datasets
@@ -229,8 +228,7 @@ def _run_cell(
 ) -> Cell:
     """Run one cell from scratch in its folder; never raises for a cell's own failure."""
     folder = out / cell.run_dir
-    shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
-    folder.mkdir(parents=True)
+    own_dir(folder)  # empties what an interrupted attempt left (only if convdiff made it)
     fingerprint = _fingerprint(config, model, cell, out)
     write_atomic(folder / CELL_FILE, json.dumps({"fingerprint": fingerprint, "seconds": None}))
     run_config = config.run_config(model, cell.src, cell.dst, folder)
