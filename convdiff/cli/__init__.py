@@ -9,13 +9,18 @@ Exit codes: 0 agreement within the threshold, 1 discrepancy above it, 2 bad usag
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 import click
 
 from convdiff.cli import check, localize, patch, run, table
 from convdiff.core.errors import ConvdiffError
+from convdiff.runtime.pool import WorkerPool
 
 EXIT_INTERNAL = 4
 
@@ -25,15 +30,38 @@ class _Cli(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         args = list(sys.argv[1:] if args is None else args)
-        code = _guarded(
-            lambda: super(_Cli, self).main(
-                args=args, prog_name=prog_name or "convdiff", standalone_mode=False, **extra
-            ),
-            debug="--debug" in args,
-        )
+        with _terminations_interrupt():
+            code = _guarded(
+                lambda: super(_Cli, self).main(
+                    args=args, prog_name=prog_name or "convdiff", standalone_mode=False, **extra
+                ),
+                debug="--debug" in args,
+            )
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+@contextlib.contextmanager
+def _terminations_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI job cancelled) and SIGHUP (the terminal closed) end a command
+    as Ctrl-C does: every worker's process group is killed at once, the command keeps its
+    partial report, and the exit code is 3. Workers run in sessions of their own, so without
+    this they would run on alone (a 3 GB tf2onnx worker for seconds more)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        WorkerPool.kill_all()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; a caller there handles them
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.group(name="convdiff", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

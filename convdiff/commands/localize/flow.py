@@ -86,58 +86,79 @@ def localize(
     with contextlib.ExitStack() as stack:
         if pool is None:
             pool = stack.enter_context(WorkerPool(out / "logs", timeout=config.timeout))
-        inputs = None  # the images' preprocessing: settled (or refused) before any TVM work
-        if set(RUN_STAGES) & set(config.stages):
-            with progress.step("loading both models"):
-                inputs = resolve_inputs(pool, config, source, target)
-        graphs = []
-        for side, spec, other in (("source", source, target), ("target", target, source)):
-            with progress.step(f"importing the {side} into TVM ({spec.framework})"):
-                raw, info = import_via_pool(
-                    pool, spec.framework, spec.file, out / "ir" / side, keras_route(other.framework)
-                )
-            report.imports[side] = {
-                k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
-            }
-            if raw is None:
-                report.imports[side]["error"] = str(info.get("error", ""))
-                report.error = (
-                    f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}; "
-                    "the weights, hyperparams and graph stages need both models in TVM Relax"
-                )
-                break
-            graphs.append((raw, canonicalize(raw), info))
-        if report.error:
-            return _without_graphs(
-                report, config, pool, source, target, out, progress, chain, inputs
+        try:
+            return _localize(report, config, pool, source, target, out, progress, chain)
+        except ConvdiffError:
+            raise  # the user's input: its one line says it all
+        except BaseException as exc:  # interrupted, or a bug: keep what was found
+            report.partial = True
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped early"
+            report.notes.append(f"{why}: {type(exc).__name__}: {exc}; the stages that ran are kept")
+            _save(report, out)
+            raise
+
+
+def _localize(
+    report: LocalizeReport,
+    config: LocalizeConfig,
+    pool: WorkerPool,
+    source: SourceSpec,
+    target: SourceSpec,
+    out: Path,
+    progress: Progress,
+    chain: dict[str, Any] | None,
+) -> LocalizeReport:
+    """The work of :func:`localize` once its folder, report and workers exist."""
+    inputs = None  # the images' preprocessing: settled (or refused) before any TVM work
+    if set(RUN_STAGES) & set(config.stages):
+        with progress.step("loading both models"):
+            inputs = resolve_inputs(pool, config, source, target)
+    graphs = []
+    for side, spec, other in (("source", source, target), ("target", target, source)):
+        with progress.step(f"importing the {side} into TVM ({spec.framework})"):
+            raw, info = import_via_pool(
+                pool, spec.framework, spec.file, out / "ir" / side, keras_route(other.framework)
             )
-        (raw_a, a, _), (raw_b, b, info_b) = graphs
-        check_comparable(a, b, source.file.name, target.file.name)
-        alignment = align(a, b)
-        evidence: dict[str, Any] = {}
-        if set(RUN_STAGES) & set(config.stages):
-            sides = None
-            if "graph" in config.stages:
-                matched = activations.pairs(StageContext(a, b, alignment))
-                sides = (tvm_side(raw_a, a, matched, 0), tvm_side(raw_b, b, matched, 1))
-            assert inputs is not None  # resolved above whenever RUN_STAGES are selected
-            evidence = measure_runs(pool, config, source, target, out, progress, inputs, sides)
-            _attach_chain(evidence, chain, target.file)
-            if "activations" in evidence:
-                evidence["activations"] = activation_rows(evidence["activations"], a, b, alignment)
-                note = evidence["activations"].get("note")
-                if note:
-                    report.notes.append(f"graph: {note}")
-            report.runs = evidence
-        elif "graph" in config.stages:
-            report.notes.append(
-                "graph: no activation evidence (the models were not run; add inputs or tools "
-                "to --stages)"
+        report.imports[side] = {
+            k: info.get(k) for k in ("route", "refused", "notes", "quant", "import_seconds")
+        }
+        if raw is None:
+            report.imports[side]["error"] = str(info.get("error", ""))
+            report.error = (
+                f"TVM cannot import the {side} {spec.file.name}: {_import_error(info)}; "
+                "the weights, hyperparams and graph stages need both models in TVM Relax"
             )
-        with progress.step("reading the layer names of the model files"):
-            # a Keras model's layers are named as Keras names them, on either side
-            names_a, _ = layer_names(pool, raw_a, source.file)
-            names_b, index_b = layer_names(pool, raw_b, target.file)
+            break
+        graphs.append((raw, canonicalize(raw), info))
+    if report.error:
+        return _without_graphs(report, config, pool, source, target, out, progress, chain, inputs)
+    (raw_a, a, _), (raw_b, b, info_b) = graphs
+    check_comparable(a, b, source.file.name, target.file.name)
+    alignment = align(a, b)
+    evidence: dict[str, Any] = {}
+    if set(RUN_STAGES) & set(config.stages):
+        sides = None
+        if "graph" in config.stages:
+            matched = activations.pairs(StageContext(a, b, alignment))
+            sides = (tvm_side(raw_a, a, matched, 0), tvm_side(raw_b, b, matched, 1))
+        assert inputs is not None  # resolved above whenever RUN_STAGES are selected
+        evidence = measure_runs(pool, config, source, target, out, progress, inputs, sides)
+        _attach_chain(evidence, chain, target.file)
+        if "activations" in evidence:
+            evidence["activations"] = activation_rows(evidence["activations"], a, b, alignment)
+            note = evidence["activations"].get("note")
+            if note:
+                report.notes.append(f"graph: {note}")
+        report.runs = evidence
+    elif "graph" in config.stages:
+        report.notes.append(
+            "graph: no activation evidence (the models were not run; add inputs or tools "
+            "to --stages)"
+        )
+    with progress.step("reading the layer names of the model files"):
+        # a Keras model's layers are named as Keras names them, on either side
+        names_a, _ = layer_names(pool, raw_a, source.file)
+        names_b, index_b = layer_names(pool, raw_b, target.file)
     report.alignment = {
         "pairs": len(alignment.pairs),
         "unmatched": len(alignment.unmatched),

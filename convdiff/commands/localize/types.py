@@ -99,6 +99,7 @@ class LocalizeReport(JsonResult):
     # bad input found after the work began (TVM cannot import a model): exit 2, and the
     # stages that could still run are reported
     error: str = ""
+    partial: bool = False  # interrupted (or stopped by a bug): the stages that ran are kept
     # the graphs, alignment and names the stages read (the repair planner reads them too);
     # in memory only, never in report.json
     context: StageContext | None = field(default=None, repr=False, compare=False)
