@@ -38,6 +38,7 @@ def model_pair_options(command: Callable) -> Callable:
                 "agreement.",
             ),
             shared.batch_size_option,
+            shared.trust_option,
             click.option("--out", type=click.Path(path_type=Path), help="Output folder."),
             shared.timeout_option,
             click.option("--quiet", is_flag=True, help="No progress lines."),
@@ -63,6 +64,7 @@ def localize_config(options: dict[str, Any], stages: tuple[str, ...]) -> Any:
         target_preprocess=options["target_preprocess"],
         run_report=options["run_report"],
         batch_size=options["batch_size"],
+        trust_model_code=options["trust_model_code"],
     )
 
 

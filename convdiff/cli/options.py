@@ -100,6 +100,15 @@ def preprocessing_options(command: Callable) -> Callable:
     )
 
 
+def trust_option(command: Callable) -> Callable:
+    return click.option(
+        "--trust-model-code",
+        is_flag=True,
+        help="Load model files that run code when they load (Keras Lambda layers, pickled "
+        "torch objects). Only for files you trust: such code can do anything.",
+    )(command)
+
+
 def timeout_option(command: Callable) -> Callable:
     return click.option(
         "--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per worker task."

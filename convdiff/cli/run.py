@@ -49,6 +49,7 @@ from convdiff.core.options import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions
 @click.option("--no-cache", is_flag=True, help="Convert again even if a cached file exists.")
 @shared.timeout_option
 @shared.batch_size_option
+@shared.trust_option
 @click.option(
     "--localize",
     is_flag=True,
@@ -88,6 +89,7 @@ def command(ctx: click.Context, model: str, via: str, quiet: bool, **options: ob
         use_cache=not options["no_cache"],
         timeout=options["timeout"],
         batch_size=options["batch_size"],
+        trust_model_code=options["trust_model_code"],
         localize=bool(options["localize"]),
         repair=bool(options["repair"]),
     )

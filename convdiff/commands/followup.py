@@ -168,6 +168,7 @@ def _localize_config(report: RunReport, config: RunConfig, out: Path) -> Localiz
         **asdict(group_of(WorkerOptions, config)),
         source_spec=PreprocessSpec.from_report(report.preprocessing),
         run_report=Path(report.out_dir) / "report.json",
+        trust_model_code=config.trust_model_code,
     )
 
 

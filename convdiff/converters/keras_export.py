@@ -12,6 +12,7 @@ from pathlib import Path
 
 from convdiff.converters import converter
 from convdiff.core.options import ConvertOptions
+from convdiff.frameworks.keras import load as keras_load
 
 
 @converter("keras", "tf", tool="keras.Model.export", worker="tf", packages=("keras", "tensorflow"))
@@ -24,8 +25,7 @@ def keras_to_tf(
 def export_saved_model(src: Path, out: Path) -> Path:
     """The Keras model file ``src`` as a SavedModel folder ``out`` (``Model.export``, inference
     mode): the form TF tools read (tf2onnx converts it too)."""
-    import keras
 
-    model = keras.saving.load_model(str(src), compile=False, safe_mode=False)
+    model = keras_load(str(src))
     model.export(str(out), format="tf_saved_model", verbose=False)
     return out

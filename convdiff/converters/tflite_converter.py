@@ -22,6 +22,7 @@ from typing import Any
 
 from convdiff.converters import converter
 from convdiff.core.options import TFLITE_OPTS, ConvertOptions
+from convdiff.frameworks.keras import load as keras_load
 
 
 @converter(
@@ -35,10 +36,9 @@ from convdiff.core.options import TFLITE_OPTS, ConvertOptions
 def keras_to_tflite(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
-    import keras
     import tensorflow as tf
 
-    model = keras.saving.load_model(str(src), compile=False, safe_mode=False)
+    model = keras_load(str(src))
     return _convert(tf.lite.TFLiteConverter.from_keras_model(model), opts, out_dir)
 
 

@@ -35,6 +35,11 @@ class InputShapeError(ConvdiffError):
     """The model's input shape does not fit the preprocessing."""
 
 
+class UnsafeModelError(ConvdiffError):
+    """A model file that would run code when it loads, and nobody said to trust it
+    (:mod:`convdiff.core.trust`)."""
+
+
 class OutputDirError(ConvdiffError):
     """The output folder cannot be written."""
 

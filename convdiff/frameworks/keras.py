@@ -1,8 +1,9 @@
 """Keras 3 models (.keras, .h5), run in a ``tf`` worker.
 
-Loading uses ``safe_mode=False`` on purpose: models written by onnx2keras are made of Lambda
-layers, which safe mode refuses to deserialize. convdiff runs a model the user asked it to run,
-so executing the model's own code is the same trust a framework runtime gives it.
+Loading is safe by default (:mod:`convdiff.core.trust`): Keras' ``safe_mode`` refuses Lambda
+layers, whose code runs when the file loads. The Lambda layers onnx2keras writes are convdiff's
+own output (their digest is recorded when the conversion writes them) and load with
+``safe_mode=False``; so does any file when the user passed ``--trust-model-code``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.core.trust import may_run_code, refuse
+
 
 def load(path: str) -> Any:
+    """The model of a .keras/.h5 file, refusing one that would run code it carries."""
     import keras
 
-    return keras.saving.load_model(path, compile=False, safe_mode=False)
+    if may_run_code(path):
+        return keras.saving.load_model(path, compile=False, safe_mode=False)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc):  # a Lambda layer: its bytecode would run
+            raise refuse(path, "a Lambda layer (Python bytecode)") from None
+        raise
 
 
 def describe(model: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.core.errors import ConvdiffError
+from convdiff.core.trust import may_run_code, refuse
 
 SHAPE_RECORD = "convdiff.json"  # extra file inside our TorchScript archives: the example shape
 EXAMPLE_BATCH = 2  # torch.export specializes a dimension whose example size is 0 or 1
@@ -53,7 +54,7 @@ def load(path: str) -> TorchModel:
 
     p = Path(path)
     if p.suffix == ".pt2":
-        return _from_program(torch.export.load(str(p)))
+        return _from_program(load_program(str(p)))
     try:
         extra = {SHAPE_RECORD: ""}
         script = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
@@ -178,11 +179,50 @@ def _from_program(program: Any) -> TorchModel:
     return TorchModel(program.module(), "torch.export", input_shape, output_shape, name, program)
 
 
-def _from_pickle(path: Path) -> TorchModel:
-    """A whole module pickled with ``torch.save(model)``; unpickling runs the file's code."""
+def load_program(path: str) -> Any:
+    """``torch.export.load``, safe by default (:mod:`convdiff.core.trust`).
+
+    A .pt2 archive stores plain tensors as raw bytes, but custom objects and tensor subclasses
+    as pickles, and torch unpickles those (and a legacy archive's weights, on a fallback) with
+    ``weights_only=False``: code from the file would run. Unless the file may run code, every
+    unpickling inside the load is held to ``weights_only=True``, and a payload that needs more
+    is refused."""
+    import pickle
+
     import torch
 
-    obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    if may_run_code(path):
+        return torch.export.load(path)
+    original = torch.load
+
+    def weights_only(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        try:
+            return original(*args, **kwargs)
+        except pickle.UnpicklingError:
+            raise refuse(path, "pickled Python objects among its weights") from None
+
+    torch.load = weights_only
+    try:
+        return torch.export.load(path)
+    finally:
+        torch.load = original
+
+
+def _from_pickle(path: Path) -> TorchModel:
+    """A whole module pickled with ``torch.save(model)``; unpickling runs the file's code, so
+    only a file that may run code (:mod:`convdiff.core.trust`) is unpickled in full."""
+    import pickle
+
+    import torch
+
+    if may_run_code(path):
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise refuse(path, "a pickled Python module") from None
     if not isinstance(obj, torch.nn.Module):
         raise ConvdiffError(
             f"{path.name} holds {type(obj).__name__}, not a model "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from convdiff.core.errors import ConvdiffError, is_user_error
 from convdiff.core.options import DEFAULT_TIMEOUT
 
 WORKER_KINDS = ("tf", "torch", "onnx", "litert", "tvm")
@@ -62,6 +63,12 @@ class TaskOutcome:
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def raise_user_error(self) -> None:
+        """A task that failed on the user's input (a ConvdiffError raised in the worker, such
+        as a model file that would run code) is that same one-line error here."""
+        if not self.ok and self.failure == "exception" and is_user_error(self.error_type):
+            raise ConvdiffError(self.message)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.core.options import ConvertOptions
+from convdiff.core.trust import record_written
 
 # The last model this worker loaded: a run probes a model file, then runs it; keeping one model
 # (not more: they can be gigabytes) saves the second load of the same file.
@@ -139,4 +140,6 @@ def convert(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     artifact = func(Path(src_path), Path(out_dir), ConvertOptions(**options), input_shape)
-    return {"path": str(artifact), "convert_seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    record_written(artifact)  # convdiff's own output: it may load as such (core.trust)
+    return {"path": str(artifact), "convert_seconds": seconds}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convdiff.core.trust import record_written
 from convdiff.zoo import weights_plan, zoo_model
 
 
@@ -33,9 +34,9 @@ def build(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if variant.framework == "torch":
-        from convdiff.zoo.torch_models import build_torch
-
-        return build_torch(variant, plan, seed, calibration, folder)
-    from convdiff.zoo.keras_models import build_keras
-
-    return build_keras(variant, plan, seed, calibration, folder)
+        from convdiff.zoo.torch_models import build_torch as build_model
+    else:
+        from convdiff.zoo.keras_models import build_keras as build_model
+    built = build_model(variant, plan, seed, calibration, folder)
+    record_written(built["path"])  # convdiff's own output (core.trust)
+    return built

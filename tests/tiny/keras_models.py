@@ -99,6 +99,7 @@ def build_tiny_upsample(out_dir: str, interpolation: str = "bilinear", seed: int
 def scale_kernel(path: str, layer: str, factor: float, out: str) -> str:
     """A copy of the Keras model at ``path`` with ``layer``'s kernel times ``factor`` (loaded
     as convdiff loads models: onnx2keras writes Lambda layers)."""
+    from convdiff.core.trust import record_written
     from convdiff.frameworks.keras import load, make_lambdas_serializable
 
     model = load(path)
@@ -106,6 +107,8 @@ def scale_kernel(path: str, layer: str, factor: float, out: str) -> str:
     model.get_layer(layer).set_weights([weights[0] * factor, *weights[1:]])
     make_lambdas_serializable(model)
     model.save(out)
+    # the injected fault stands for a converter's output: convdiff loads it as its own
+    record_written(out)
     return out
 
 

@@ -43,6 +43,7 @@ from convdiff.core.errors import ConvdiffError, InputShapeError
 from convdiff.core.jsonio import write_atomic
 from convdiff.core.outdir import prepare_out_dir
 from convdiff.core.progress import Progress
+from convdiff.core.trust import trust_env
 from convdiff.inputs.source import SourceSpec, resolve_source
 from convdiff.ir.align import Alignment, align, squeezed
 from convdiff.ir.canonicalize import canonicalize
@@ -85,7 +86,10 @@ def localize(
     )
     with contextlib.ExitStack() as stack:
         if pool is None:
-            pool = stack.enter_context(WorkerPool(out / "logs", timeout=config.timeout))
+            env = trust_env(config.trust_model_code)
+            pool = stack.enter_context(
+                WorkerPool(out / "logs", timeout=config.timeout, extra_env=env)
+            )
         try:
             return _localize(report, config, pool, source, target, out, progress, chain)
         except ConvdiffError:

@@ -421,6 +421,7 @@ def _records(config: LocalizeConfig) -> list[datasets.ImageRecord]:
 def _probe(pool: WorkerPool, spec: SourceSpec, side: str) -> list[Any]:
     info = framework(spec.framework)
     outcome = client.probe(pool, info.name, spec.file)
+    outcome.raise_user_error()
     if not outcome:
         raise ConvdiffError(
             f"cannot load the {side} {spec.file.name} as a {info.title} model: {outcome.message}",

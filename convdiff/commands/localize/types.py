@@ -76,6 +76,8 @@ class LocalizeConfig:
     run_report: Path | None = None  # a `convdiff run` report.json: which hop lost agreement
     source_spec: PreprocessSpec | None = None  # the source's whole spec (run --localize)
     batch_size: int = DEFAULT_BATCH_SIZE
+    # load model files that run code when they load (Keras Lambda, pickles): core.trust
+    trust_model_code: bool = False
 
 
 @dataclass

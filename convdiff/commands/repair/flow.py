@@ -25,6 +25,7 @@ from convdiff.core.errors import ConvdiffError
 from convdiff.core.jsonio import write_atomic
 from convdiff.core.outdir import prepare_out_dir
 from convdiff.core.progress import Progress
+from convdiff.core.trust import trust_env
 from convdiff.frameworks import framework
 from convdiff.inputs.source import resolve_source
 from convdiff.repair.appliers.apply import apply_edits, check_output
@@ -65,7 +66,10 @@ def repair(
     localize_config = replace(config.localize, stages=STAGES, out=out / "localize")
     with contextlib.ExitStack() as stack:
         if pool is None:
-            pool = stack.enter_context(WorkerPool(out / "logs", timeout=localize_config.timeout))
+            env = trust_env(localize_config.trust_model_code)
+            pool = stack.enter_context(
+                WorkerPool(out / "logs", timeout=localize_config.timeout, extra_env=env)
+            )
         found = localize(localize_config, progress, pool)
         if found.error:
             raise ConvdiffError(found.error, "see localize/report.json for the stages that ran")

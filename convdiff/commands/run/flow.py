@@ -27,6 +27,7 @@ from convdiff.core.errors import ConvdiffError
 from convdiff.core.options import TARGET_PREPROCESS, PreprocessOptions, group_of
 from convdiff.core.outdir import own_dir, prepare_out_dir, remove_own_dir
 from convdiff.core.progress import Progress
+from convdiff.core.trust import trust_env
 from convdiff.frameworks import framework
 from convdiff.inputs import data as datasets
 from convdiff.inputs import preprocess
@@ -82,7 +83,8 @@ def run(
         "labelled": sum(1 for r in records if r.accepted),
     }
     report.write(out / "report.json")
-    with WorkerPool(out / "logs", timeout=config.timeout) as pool:
+    env = trust_env(config.trust_model_code)
+    with WorkerPool(out / "logs", timeout=config.timeout, extra_env=env) as pool:
         _prestart(pool, [source.framework, *(edge.dst for edge in chain)])
         ws = Workspace(out, pool, cache, progress)
         try:

@@ -19,7 +19,6 @@ import numpy as np
 
 from convdiff.converters import ConverterInfo
 from convdiff.core.cache import ArtifactCache, copy_artifact, key_of
-from convdiff.core.errors import ConvdiffError, is_user_error
 from convdiff.core.options import ConvertOptions
 from convdiff.core.outdir import own_dir
 from convdiff.core.progress import Progress
@@ -66,8 +65,7 @@ class Workspace:
 
 def crash_from(outcome: TaskOutcome, stage: str, tool: str, version: str, hop: int) -> Crash:
     """Turn a failed task into a recorded crash, or raise it if it is the user's error."""
-    if outcome.failure == "exception" and is_user_error(outcome.error_type):
-        raise ConvdiffError(outcome.message)
+    outcome.raise_user_error()
     crash = Crash(
         stage=stage,
         tool=tool,

@@ -54,6 +54,8 @@ class RunConfig:
     # "source": the target gets the source's input tensor; "target": the last hop gets its
     # own framework's customary preprocessing (run.flow.target_spec), saved as x-target.npz
     target_preprocess: str = "source"
+    # load model files that run code when they load (Keras Lambda, pickles): core.trust
+    trust_model_code: bool = False
     localize: bool = False  # localize the last artifact after the run (commands.followup)
     repair: bool = False  # repair the last artifact after the run (localizes it too)
 

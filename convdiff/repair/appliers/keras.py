@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.core.trust import record_written
+
 WEIGHT_ATTRS = {"weight": ("kernel", "depthwise_kernel", "gamma"), "bias": ("bias", "beta")}
 CONFIG_KEYS = {  # patch field -> Keras config key (pads: padding, handled apart)
     "strides": "strides",
@@ -108,6 +110,7 @@ def apply_task(target: str, edits: list[dict[str, Any]], tensors_npz: str, out: 
         except _Skip as skip:
             refused[i] = str(skip)
     _save(model, Path(out), Path(target))
+    record_written(out)  # convdiff's own output (core.trust)
     return {
         "applied": [i for i in range(len(edits)) if i not in refused],
         "refused": [[i, reason] for i, reason in sorted(refused.items())],

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.core.trust import record_written
+from convdiff.frameworks.torch import load_program
+
 # aten op (overload packet name) -> the kind of TVM's raw layer it becomes
 KINDS = {
     "conv2d": "conv2d",
@@ -80,9 +83,8 @@ class _Skip(Exception):
 def file_ops(path: str) -> list[list[Any]]:
     """``[kind, name, index]`` of each node TVM makes a layer of, in graph order (``index``:
     the node's position in the graph)."""
-    import torch
 
-    program = torch.export.load(path)
+    program = load_program(path)
     names = node_names(program)
     ops = []
     for i, node in enumerate(program.graph.nodes):
@@ -95,9 +97,8 @@ def file_ops(path: str) -> list[list[Any]]:
 def read_tensor_task(path: str, layer: str, field: str, out_npz: str) -> bool:
     """Write the layer's weight/bias, exactly as stored, to ``out_npz`` (key ``x``); False
     when the layer has no such tensor."""
-    import torch
 
-    program = torch.export.load(path)
+    program = load_program(path)
     try:
         key, _ = _tensor_key(program, _find(program, layer), field)
     except _Skip:
@@ -111,7 +112,7 @@ def apply_task(target: str, edits: list[dict[str, Any]], tensors_npz: str, out: 
     indices of the applied edits and ``[index, reason]`` of the refused ones."""
     import torch
 
-    program = torch.export.load(target)
+    program = load_program(target)
     tensors: dict[str, np.ndarray] = {}
     if tensors_npz and Path(tensors_npz).exists():
         with np.load(tensors_npz, allow_pickle=False) as data:
@@ -143,6 +144,7 @@ def apply_task(target: str, edits: list[dict[str, Any]], tensors_npz: str, out: 
     buffer = io.BytesIO()  # a file name would become the archive's folder name: same bytes
     torch.export.save(program, buffer)  # for the same edits, whatever the output's name
     Path(out).write_bytes(buffer.getvalue())
+    record_written(out)  # convdiff's own output (core.trust)
     return {"applied": applied, "refused": refused}
 
 
