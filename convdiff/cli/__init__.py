@@ -10,6 +10,7 @@ Exit codes: 0 agreement within the threshold, 1 discrepancy above it, 2 bad usag
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from convdiff.core.errors import ConvdiffError
 from convdiff.runtime.pool import WorkerPool
 
 EXIT_INTERNAL = 4
+# a full disk, a quota, a read-only filesystem: the machine's state, not convdiff's bug
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class _Cli(click.Group):
@@ -91,7 +94,9 @@ def _guarded(invoke, debug: bool) -> int:
         where = f"{exc.ctx.command_path} --help" if exc.ctx else "convdiff --help"
         click.echo(f"error: {exc.format_message()} (see {where})", err=True)
         code = 2
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns an EOFError into Abort
+            return _internal(exc.__cause__, debug)
         click.echo("error: interrupted; the partial report is kept in the run folder", err=True)
         code = 3
     except ConvdiffError as exc:
@@ -99,15 +104,32 @@ def _guarded(invoke, debug: bool) -> int:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code
-    except Exception as exc:  # a bug of convdiff, not of the user or a converter
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal(exc, debug)
         if debug:
             traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"error: {exc.strerror or exc}{where}; free some space or pass --out and "
+            "--cache-dir on a disk that can be written",
             err=True,
         )
-        code = EXIT_INTERNAL
+        code = 2
+    except Exception as exc:  # a bug of convdiff, not of the user or a converter
+        return _internal(exc, debug)
     return int(code or 0)
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    """A bug of convdiff, not of the user or a converter: one line, exit 4."""
+    if debug:
+        traceback.print_exception(exc)
+    click.echo(
+        f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        err=True,
+    )
+    return EXIT_INTERNAL
 
 
 def main() -> None:

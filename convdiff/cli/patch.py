@@ -16,14 +16,17 @@ def group() -> None:
 @click.argument("patch_file", metavar="PATCH.json", type=click.Path(path_type=Path))
 @click.argument("target_model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-def patch_apply(patch_file: Path, target_model: Path, output: Path) -> None:
-    """Apply PATCH.json to TARGET_MODEL (the very file it was planned for), writing OUTPUT."""
+@click.pass_context
+def patch_apply(ctx: click.Context, patch_file: Path, target_model: Path, output: Path) -> None:
+    """Apply PATCH.json to TARGET_MODEL (the very file it was planned for), writing OUTPUT
+    (exit 0 edits applied and the model loads; 1 no edit applied)."""
     from convdiff.repair.appliers.apply import apply_patch
 
     result = apply_patch(patch_file, target_model, output)
     click.echo(f"applied {len(result.applied)} edit(s) to {target_model.name}: {result.out}")
     for skipped in result.skipped:
         click.echo(f"  not applied: {skipped.edit.layer}.{skipped.edit.field}: {skipped.reason}")
+    ctx.exit(0 if result.applied else 1)
 
 
 @group.command("show")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from convdiff.converters import converter
+from convdiff.core.errors import ConvdiffError
 from convdiff.core.options import ConvertOptions
 
 EXAMPLE_BATCH = 2  # an example batch of 1 makes torch.export specialize the batch dimension
@@ -71,8 +72,13 @@ def torch_to_onnx(
     tmp.replace(out)
     print(f"[torch_onnx] exporter={opts.torch_exporter} opset={opset} -> {out}", flush=True)
     if opts.opset is not None and opset != opts.opset:
-        # the dynamo exporter builds opset >= 18 and keeps it when down-conversion fails
-        print(f"[torch_onnx] requested opset {opts.opset}, the exporter wrote {opset}", flush=True)
+        # the dynamo exporter builds opset >= 18 and keeps it when down-conversion fails: a
+        # report that says the asked opset would then describe another file
+        raise ConvdiffError(
+            f"torch.onnx's {opts.torch_exporter} exporter wrote opset {opset}, not the "
+            f"--opset {opts.opset} asked for",
+            f"pass --opset {opset}, or leave --opset out",
+        )
     onnx.checker.check_model(str(out))
     return out
 

@@ -7,9 +7,12 @@ config holds the same fields under the same names (``dataclasses.asdict(group)``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from convdiff.core.errors import ConvdiffError
 
 TFLITE_OPTS = ("none", "dynamic-range", "float16")
 TORCH_EXPORTERS = ("dynamo", "torchscript")
@@ -17,6 +20,8 @@ WEIGHT_POLICIES = ("auto", "imagenet", "random")  # or a path to a weights file
 TARGET_PREPROCESS = ("source", "target")  # what the target is fed: see RunConfig
 DEFAULT_TIMEOUT = 1800.0  # seconds a worker task may take (a big conversion takes minutes)
 DEFAULT_BATCH_SIZE = 8  # images per inference call
+EXAMPLES = {"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}
+MAX_SIDE = 4096  # the largest image side convdiff prepares (a batch of 8 is then 1.6 GB)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,16 @@ class ImageOptions:
     labels: Path | None = None  # labels file for an image folder
     limit: int | None = None  # use at most this many images
 
+    def check(self) -> None:
+        """One line and exit 2 for options that cannot mean anything, before any work."""
+        if self.labels is not None and self.data is None:
+            raise ConvdiffError(
+                "--labels needs --data: the embedded sample set has labels of its own",
+                "pass --data DIR with --labels, or drop --labels",
+            )
+        if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
+            raise ConvdiffError(f"--limit must be 1 or more, got {self.limit}", "pass --limit 16")
+
 
 @dataclass(frozen=True)
 class PreprocessOptions:
@@ -59,6 +74,34 @@ class PreprocessOptions:
     layout: str | None = None  # NCHW | NHWC
     resize: str | None = None  # stretch | center-crop
 
+    def given(self) -> list[str]:
+        """The options set, as their command-line flags."""
+        flags = {"preprocess": "--preprocess", "input_size": "--input-size"}
+        return [flags.get(f.name, f"--{f.name}") for f in fields(self) if getattr(self, f.name)]
+
+    def check(self) -> None:
+        """One line and exit 2 for values no model can take, before any work."""
+        if self.input_size is not None:
+            size = tuple(self.input_size)
+            if len(size) != 2 or not all(_is_int(v) and 0 < v <= MAX_SIDE for v in size):
+                raise ConvdiffError(
+                    f"--input-size must be two integers from 1 to {MAX_SIDE}, got "
+                    f"{','.join(str(v) for v in size)}",
+                    "pass the model's own input size, e.g. --input-size 224,224",
+                )
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is None:
+                continue
+            numbers = tuple(values)
+            finite = len(numbers) == 3 and all(_is_number(v) for v in numbers)
+            if not finite or (name == "std" and min(numbers) <= 0):
+                kind = "positive numbers" if name == "std" else "finite numbers"
+                raise ConvdiffError(
+                    f"--{name} needs 3 {kind} (R,G,B in units of pixel/255), got "
+                    f"{','.join(str(v) for v in numbers)}",
+                    f"pass e.g. --{name} {EXAMPLES[name]}",
+                )
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -66,6 +109,27 @@ class WorkerOptions:
 
     timeout: float = DEFAULT_TIMEOUT
     batch_size: int = DEFAULT_BATCH_SIZE
+
+    def check(self) -> None:
+        """One line and exit 2 for a timeout or batch size that cannot work."""
+        if not _is_number(self.timeout) or self.timeout <= 0:
+            raise ConvdiffError(
+                f"--timeout must be a positive number of seconds, got {self.timeout}",
+                f"pass e.g. --timeout {DEFAULT_TIMEOUT:g}",
+            )
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ConvdiffError(
+                f"--batch-size must be 1 or more, got {self.batch_size}",
+                f"pass e.g. --batch-size {DEFAULT_BATCH_SIZE}",
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def group_of(group: type, config: Any) -> Any:

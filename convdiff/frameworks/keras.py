@@ -37,6 +37,7 @@ def describe(model: Any) -> dict[str, Any]:
         "input_dtype": str(first_input.dtype),
         "output_shape": _dims(first_output.shape),
         "input_name": first_input.name,
+        "inputs": len(model.inputs),
     }
 
 

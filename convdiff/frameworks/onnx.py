@@ -29,6 +29,7 @@ def describe(model: Any) -> dict[str, Any]:
         "input_dtype": _DTYPES.get(inp.type, inp.type),
         "output_shape": _dims(out.shape),
         "input_name": inp.name,
+        "inputs": len(model.get_inputs()),
     }
 
 

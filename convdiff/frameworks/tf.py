@@ -45,6 +45,7 @@ def describe(model: Served) -> dict[str, Any]:
         "input_dtype": spec.dtype.name,
         "output_shape": _dims(output.shape),
         "input_name": name,
+        "inputs": len(model.fn.structured_input_signature[1]),
     }
 
 

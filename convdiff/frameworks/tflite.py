@@ -30,6 +30,7 @@ def describe(model: Any) -> dict[str, Any]:
         "input_dtype": np.dtype(inp["dtype"]).name,
         "output_shape": _dims(out),
         "input_name": inp["name"],
+        "inputs": len(model.get_input_details()),
     }
 
 

@@ -295,9 +295,16 @@ def _read_labels(path: Path) -> _LabelsFile:
         raise DataError(f"labels file {path} does not exist", "pass an existing file with --labels")
     if not path.is_file():
         raise DataError(f"labels file {path} is not a file", "pass a text file with --labels")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            "save it as UTF-8 text",
+        ) from None
     lines = [
         (number, line.strip())
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for number, line in enumerate(text.splitlines(), 1)
         if line.strip() and not line.strip().startswith("#")
     ]
     if len(lines) == NUM_CLASSES and all(_WNID.match(line.split()[0]) for _, line in lines):

@@ -18,6 +18,39 @@ from convdiff.inputs import preprocess
 from convdiff.inputs.preprocess import PreprocessSpec
 
 
+def check_classifier(description: dict[str, Any], name: str) -> None:
+    """Refuse a model convdiff cannot compare as a classifier: more than one input, or an
+    output that is not one score vector per image (a [1,3,7,7] feature map once passed as
+    "source and target agree")."""
+    inputs = description.get("inputs", 1)
+    if inputs != 1:
+        raise InputShapeError(
+            f"{name} takes {inputs} inputs",
+            "convdiff compares image classifiers with one image input",
+        )
+    out = [d for d in list(description.get("output_shape") or [])[1:] if d != 1]
+    if len(out) > 1:
+        raise InputShapeError(
+            f"{name}'s output has shape {description['output_shape']}, not one score vector "
+            "per image",
+            "convdiff compares image classifiers: give the model whose output is the class scores",
+        )
+
+
+def concrete_shape(shape: tuple[Any, ...], spec: PreprocessSpec) -> tuple[Any, ...]:
+    """The model's input shape with what it leaves open (image size, even the whole shape of
+    a TorchScript file) filled in from the images' spec: what a converter needs as its
+    example input. The batch dimension stays as the model has it."""
+    h, w = spec.size
+    full = (None, 3, h, w) if spec.layout == "NCHW" else (None, h, w, 3)
+    if len(shape) != 4:
+        return full
+    return tuple(
+        d if i == 0 or (isinstance(d, int) and d > 0) else f
+        for i, (d, f) in enumerate(zip(shape, full, strict=True))
+    )
+
+
 def resolve_spec(
     fw: str, shape: list[Any], options: PreprocessOptions, *, own_size: bool = False
 ) -> PreprocessSpec:
@@ -27,6 +60,10 @@ def resolve_spec(
     ``--input-size``, which must then equal the model's static size, else the static size.
     ``own_size``: the model's static size wins over ``options.input_size`` (a target fed its
     own framework's customary preprocessing takes the images at its own size)."""
+    if not shape and options.input_size is not None:  # unknown (TorchScript keeps none)
+        h, w = options.input_size
+        nchw = (options.layout or framework(fw).layout).upper() == "NCHW"
+        shape = [None, 3, h, w] if nchw else [None, h, w, 3]
     if len(shape) != 4:
         raise InputShapeError(
             f"the model's input has shape {shape or '(unknown)'}",
@@ -63,4 +100,4 @@ def resolve_spec(
     )
 
 
-__all__ = ["resolve_spec"]
+__all__ = ["check_classifier", "concrete_shape", "resolve_spec"]

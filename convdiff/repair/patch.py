@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,18 @@ class Patch:
             raise ConvdiffError(f"patch file {path} is not JSON ({exc})", fix) from None
         if not isinstance(data, dict):
             raise ConvdiffError(f"patch file {path} holds no JSON object", fix)
-        patch = cls.from_json(data)
-        keys = [e.value for e in patch.edits if e.action == "set_tensor"]
+        try:
+            patch = cls.from_json(data)
+            keys = [e.value for e in patch.edits if e.action == "set_tensor"]
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+        ) as exc:  # a field of the wrong kind
+            raise ConvdiffError(
+                f"patch file {path} is malformed ({type(exc).__name__}: {exc})", fix
+            ) from None
         npz = path.with_suffix(".npz")
         if keys and not npz.exists():
             raise ConvdiffError(
@@ -204,8 +215,15 @@ class Patch:
             )
         tensors: dict[str, np.ndarray] = {}
         if npz.exists():
-            with np.load(npz, allow_pickle=False) as data_npz:
-                tensors = {k: data_npz[k] for k in data_npz.files}
+            try:
+                with np.load(npz, allow_pickle=False) as data_npz:
+                    tensors = {k: data_npz[k] for k in data_npz.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise ConvdiffError(
+                    f"patch tensor file {npz} is not a readable .npz ({type(exc).__name__}: "
+                    f"{exc or 'empty'})",
+                    fix,
+                ) from None
         absent = [k for k in keys if k not in tensors]
         if absent:
             raise ConvdiffError(f"patch tensor file {npz} lacks {', '.join(map(str, absent))}", fix)

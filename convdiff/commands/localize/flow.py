@@ -41,6 +41,7 @@ from convdiff.commands.localize.runs import (
 from convdiff.commands.localize.types import GRAPH_STAGES, LocalizeConfig, LocalizeReport
 from convdiff.core.errors import ConvdiffError, InputShapeError
 from convdiff.core.jsonio import write_atomic
+from convdiff.core.options import ImageOptions, PreprocessOptions, WorkerOptions, group_of
 from convdiff.core.outdir import prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.core.trust import trust_env
@@ -62,6 +63,8 @@ def localize(
 
     ``pool``: a running worker pool to reuse (tests share one); else one lives for this call.
     """
+    for group in (ImageOptions, PreprocessOptions, WorkerOptions):
+        group_of(group, config).check()
     unknown = [s for s in config.stages if s not in STAGES]
     if unknown:
         raise ConvdiffError(f"unknown stage {unknown[0]!r}", f"use some of: {', '.join(STAGES)}")

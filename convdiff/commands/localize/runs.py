@@ -27,7 +27,7 @@ from convdiff.inputs import data as datasets
 from convdiff.inputs import preprocess
 from convdiff.inputs.preprocess import PreprocessSpec
 from convdiff.inputs.source import SourceSpec
-from convdiff.inputs.spec import resolve_spec
+from convdiff.inputs.spec import check_classifier, resolve_spec
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.metrics import PairMetrics, align_classes, compare
 from convdiff.runtime import client
@@ -427,6 +427,7 @@ def _probe(pool: WorkerPool, spec: SourceSpec, side: str) -> list[Any]:
             f"cannot load the {side} {spec.file.name} as a {info.title} model: {outcome.message}",
             f"check that it is a complete {info.title} model file",
         )
+    check_classifier(outcome.value, spec.file.name)
     return list(outcome.value.get("input_shape") or [])
 
 

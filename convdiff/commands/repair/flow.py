@@ -53,7 +53,8 @@ def repair(
             "layers to edit",
             "repair the Keras model it was exported from, or the onnx/tflite hop of its chain",
         )
-    check_output(fmt, target.file, config.output)
+    source = resolve_source(config.localize.source, config.localize.src)
+    check_output(fmt, target.file, config.output, *([source.file] if source.file else []))
     out = prepare_out_dir(config.out, f"repair-{target.name}")
     report = RepairReport(
         source=str(Path(config.localize.source).resolve()),

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 import convdiff
+from convdiff.commands.run.checks import check_run_config
 from convdiff.commands.run.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
 from convdiff.commands.run.render import write_markdown
-from convdiff.commands.run.types import Artifact, Hop, Phase, RunConfig, RunReport
+from convdiff.commands.run.types import Artifact, Crash, Hop, Phase, RunConfig, RunReport
 from convdiff.converters import find_chain
 from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.core.errors import ConvdiffError
-from convdiff.core.options import TARGET_PREPROCESS, PreprocessOptions, group_of
+from convdiff.core.options import PreprocessOptions, group_of
 from convdiff.core.outdir import own_dir, prepare_out_dir, remove_own_dir
 from convdiff.core.progress import Progress
 from convdiff.core.trust import trust_env
@@ -33,7 +34,7 @@ from convdiff.inputs import data as datasets
 from convdiff.inputs import preprocess
 from convdiff.inputs.preprocess import PreprocessSpec
 from convdiff.inputs.source import SourceSpec, resolve_source
-from convdiff.inputs.spec import resolve_spec
+from convdiff.inputs.spec import check_classifier, concrete_shape, resolve_spec
 from convdiff.metrics import PairMetrics, compare
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
@@ -47,13 +48,9 @@ def run(
     """Run one conversion check end to end and return its report (also written to disk).
 
     ``then(report, pool, progress)`` runs after the report is final, on the same workers."""
-    if config.target_preprocess not in TARGET_PREPROCESS:
-        raise ConvdiffError(
-            f"unknown target preprocessing {config.target_preprocess!r}",
-            f"use one of: {', '.join(TARGET_PREPROCESS)}",
-        )
     source = resolve_source(config.model, config.src)
     chain = find_chain(source.framework, config.dst, config.via)
+    check_run_config(config, source, chain)
     out = prepare_out_dir(config.out, f"{source.name}-{source.framework}-{config.dst}")
     progress = progress or Progress()
     progress.total = 3 + 2 * len(chain)
@@ -165,6 +162,8 @@ def _run_chain(
     report.preprocessing = json.loads(json.dumps(preprocessing))
     with ws.progress.step(f"running the source on {source.framework}"):
         src_y, artifact, crash = infer(ws, artifact, inputs, 0, config.batch_size, spec.layout)
+    # the converters get the shape the images have where the model leaves it open
+    artifact = replace(artifact, input_shape=concrete_shape(artifact.input_shape, spec))
     report.source = artifact
     if crash is not None:
         report.crashes.append(crash)
@@ -218,11 +217,7 @@ def _source_artifact(
             description, crash = probe(ws, artifact, 0)
         report.weights = {"policy": "file", "weights": "file", "detail": str(source.file)}
         if crash is not None:
-            title = framework(source.framework).title
-            raise ConvdiffError(
-                f"cannot load {source.file.name} as a {title} model: {crash.message}",
-                f"check that it is a complete {title} model file (tool output: {crash.log})",
-            )
+            raise _load_error(source, crash, config.timeout)
         spec = _file_spec(config, source.framework, description or {})
         return artifact, key_of("file", file_digest(source.file)), spec
     from convdiff.zoo import weights_plan, zoo_model
@@ -257,6 +252,26 @@ def _source_artifact(
     return artifact, key, spec
 
 
+def _load_error(source: SourceSpec, crash: Crash, timeout: float) -> ConvdiffError:
+    """Why the user's model file did not load, blaming the file only when the file is why."""
+    title = framework(source.framework).title
+    name = source.file.name if source.file else source.name
+    if crash.failure == "timeout":
+        return ConvdiffError(
+            f"loading {name} in {title} took longer than the timeout ({timeout:g} s)",
+            "pass a larger --timeout",
+        )
+    if crash.failure == "memory":
+        return ConvdiffError(
+            f"loading {name} in {title} took more memory than the limit ({crash.message})",
+            "run on a machine with more memory",
+        )
+    return ConvdiffError(
+        f"cannot load {name} as a {title} model: {crash.message}",
+        f"check that it is a complete {title} model file (tool output: {crash.log})",
+    )
+
+
 def target_spec(source: SourceSpec, dst: str, spec: PreprocessSpec) -> tuple[PreprocessSpec, str]:
     """The target framework's customary preprocessing (``target_preprocess="target"``) and
     where it comes from.
@@ -277,6 +292,7 @@ def target_spec(source: SourceSpec, dst: str, spec: PreprocessSpec) -> tuple[Pre
 
 def _file_spec(config: RunConfig, fw: str, description: dict) -> PreprocessSpec:
     """Preprocessing for a user's model file: the options, filled in from its input shape."""
+    check_classifier(description, Path(config.model).name)
     shape = list(description.get("input_shape") or [])
     return resolve_spec(fw, shape, group_of(PreprocessOptions, config))
 

@@ -71,7 +71,7 @@ def apply_patch(
     checking that ``target`` is the very file the patch was planned for."""
     loaded, tensors = Patch.load(patch) if isinstance(patch, (str, Path)) else patch
     target, out = Path(target), Path(out)
-    _check_paths(target, out)
+    check_output(loaded.target["format"], target, out)
     expected, actual = loaded.target["sha256"], sha256_of(target)
     if expected != actual:
         raise ConvdiffError(
@@ -79,7 +79,23 @@ def apply_patch(
             f"not {target} (sha256 {actual[:12]}...)",
             "apply it to the file it was planned for, or plan a new patch for this file",
         )
-    return apply_edits(loaded.target["format"], target, loaded.edits, tensors, out, pool)
+    fmt = loaded.target["format"]
+    with _pool(pool) as workers:
+        result = apply_edits(fmt, target, loaded.edits, tensors, out, workers)
+        _check_loads(fmt, out, workers)
+    return result
+
+
+def _check_loads(fmt: str, out: Path, pool: WorkerPool) -> None:
+    """The written model must load in its own runtime; one that does not is removed (it is
+    convdiff's file) and the patch is refused as not fitting the model."""
+    outcome = client.probe(pool, fmt, out)
+    if not outcome:
+        out.unlink(missing_ok=True)
+        raise ConvdiffError(
+            f"the patched model {out.name} does not load in its runtime ({outcome.message})",
+            "the patch does not fit this model: plan a new one with convdiff repair",
+        )
 
 
 def apply_edits(
@@ -174,10 +190,11 @@ def _pool(pool: WorkerPool | None) -> Iterator[WorkerPool]:
         yield workers
 
 
-def check_output(fmt: str, target: Path, out: Path) -> None:
-    """Refuse, before any work, an output this applier cannot write: the input itself, another
-    suffix than the target's, or a Keras/torch file of a kind it does not edit."""
-    _check_paths(target, out)
+def check_output(fmt: str, target: Path, out: Path, *inputs: Path) -> None:
+    """Refuse, before any work, an output this applier cannot write: an input (the target or
+    any of ``inputs``), another suffix than the target's, or a Keras/torch file of a kind it
+    does not edit."""
+    _check_paths(target, out, *inputs)
     if fmt in WORKER_APPLIERS:
         _check_suffix(fmt, target, out)
     if out.suffix != target.suffix:
@@ -214,14 +231,22 @@ def _applier(fmt: str) -> Any:
     )
 
 
-def _check_paths(target: Path, out: Path) -> None:
+def _check_paths(target: Path, out: Path, *inputs: Path) -> None:
+    """The target exists; the output is a file path that is none of the inputs (links
+    resolved), so no input is ever overwritten."""
     if not target.is_file():
         raise ConvdiffError(
             f"target model {target} does not exist", "give the converted model file"
         )
-    same = out.resolve() == target.resolve() or (out.exists() and os.path.samefile(out, target))
-    if same:
+    if out.is_dir():
         raise ConvdiffError(
-            f"refusing to overwrite the input model {target}",
-            "give another output path for the patched model",
+            f"the output {out} is a folder",
+            f"give a file path for the patched model, e.g. {out / ('patched' + target.suffix)}",
         )
+    for given in (target, *inputs):
+        same = out.resolve() == given.resolve() or (out.exists() and os.path.samefile(out, given))
+        if same:
+            raise ConvdiffError(
+                f"refusing to overwrite the input model {given}",
+                "give another output path for the patched model",
+            )
