@@ -267,3 +267,33 @@ def test_models_that_are_not_classifiers_are_refused(
     args = [command, str(model)] + (["--dst", "torch"] if command == "run" else [str(model)])
     code, stderr = invoke(*args, "--out", str(tmp_path / "o"))
     assert (code, stderr) == (2, f"error: {message}\n")
+
+
+def _other_classifier(path: Path) -> Path:
+    """The interface of tiny_classifier (3x16x16 -> 10 classes), another network inside."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "w": rng.normal(0, 0.5, (5, 3, 3, 3)).astype(np.float32),
+        "fc": rng.normal(0, 1.0, (10, 5)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc"], ["probs"], transB=1),
+    ]
+    return save_graph(path, nodes, "other", [1, 3, 16, 16], "probs", [1, 10], weights)
+
+
+@pytest.mark.workers
+def test_localize_refuses_two_unrelated_models(tmp_path: Path, tiny: Path) -> None:
+    other = _other_classifier(tmp_path / "other.onnx")
+    args = ["localize", str(tiny), str(other), "--stages", "weights,hyperparams,graph"]
+    code, stderr = invoke(*args, "--out", str(tmp_path / "o"))
+    assert (code, stderr) == (
+        2,
+        "error: other.onnx is not a conversion of tiny.onnx: 0 of the 2 weighted layers of "
+        "tiny.onnx have a counterpart of the same size in other.onnx; localize compares a "
+        "model with its conversion: give the model it was converted from\n",
+    )

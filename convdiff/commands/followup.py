@@ -36,11 +36,14 @@ from convdiff.stages.findings import STAGES
 from convdiff.stages.ranking import FAILED, NO_FINDING, best_finding_line
 
 
-def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
+def run(
+    config: RunConfig, progress: Progress | None = None, pool: WorkerPool | None = None
+) -> RunReport:
     """`convdiff run`: the conversion check (:func:`convdiff.commands.run.flow.run`), then, as
-    ``config`` asks, the localization or repair of its last artifact on the same workers."""
+    ``config`` asks, the localization or repair of its last artifact on the same workers
+    (``pool``, when given, else the run's own)."""
     if not (config.localize or config.repair):
-        return flow.run(config, progress)
+        return flow.run(config, progress, pool=pool)
 
     def then(report: RunReport, pool: WorkerPool, steps: Progress) -> None:
         if config.repair:
@@ -49,7 +52,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunReport:
             localize_run(report, config, pool, steps)
         write_markdown(report, Path(report.out_dir) / "report.md")
 
-    return flow.run(config, progress, then)
+    return flow.run(config, progress, then, pool)
 
 
 def localize_run(

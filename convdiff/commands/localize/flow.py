@@ -49,7 +49,7 @@ from convdiff.inputs.source import SourceSpec, resolve_source
 from convdiff.ir.align import Alignment, align, squeezed
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
-from convdiff.ir.names import quant_evidence
+from convdiff.ir.names import WEIGHTED, quant_evidence
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages import StageContext, activations, stage_function
 from convdiff.stages.findings import STAGES, Finding, ordered
@@ -142,6 +142,7 @@ def _localize(
     (raw_a, a, _), (raw_b, b, info_b) = graphs
     check_comparable(a, b, source.file.name, target.file.name)
     alignment = align(a, b)
+    check_correspondence(a, b, alignment, source.file.name, target.file.name)
     evidence: dict[str, Any] = {}
     if set(RUN_STAGES) & set(config.stages):
         sides = None
@@ -266,6 +267,29 @@ def check_comparable(a: CanonicalGraph, b: CanonicalGraph, name_a: str, name_b: 
             f"{name_a} and {name_b} do different tasks (outputs of {out_a} vs {out_b} values "
             "per image)",
             "localize compares a model with its conversion",
+        )
+
+
+def check_correspondence(
+    a: CanonicalGraph, b: CanonicalGraph, alignment: Alignment, name_a: str, name_b: str
+) -> None:
+    """Refuse two models of the same interface that are not one model and its conversion: at
+    least half of the source's weighted layers (conv, dense) must pair with a target layer
+    holding as many weights. A conversion moves weights into other layouts and precisions,
+    never to other sizes; two unrelated networks give findings that mean nothing."""
+    weighted = [lay for lay in a.layers if lay.op in WEIGHTED and "weight" in lay.params]
+    if not weighted:
+        return
+    anchored = 0
+    for layer in weighted:
+        other = alignment.b_of(layer.id)
+        theirs = b[other].params.get("weight") if other is not None else None
+        anchored += theirs is not None and np.size(theirs) == np.size(layer.params["weight"])
+    if anchored * 2 < len(weighted):
+        raise ConvdiffError(
+            f"{name_b} is not a conversion of {name_a}: {anchored} of the {len(weighted)} "
+            f"weighted layers of {name_a} have a counterpart of the same size in {name_b}",
+            "localize compares a model with its conversion: give the model it was converted from",
         )
 
 

@@ -9,6 +9,7 @@ comes after a run (``--localize``, ``--repair``) is not its business: a caller h
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -43,11 +44,16 @@ AfterRun = Callable[[RunReport, WorkerPool, Progress], None]
 
 
 def run(
-    config: RunConfig, progress: Progress | None = None, then: AfterRun | None = None
+    config: RunConfig,
+    progress: Progress | None = None,
+    then: AfterRun | None = None,
+    pool: WorkerPool | None = None,
 ) -> RunReport:
     """Run one conversion check end to end and return its report (also written to disk).
 
-    ``then(report, pool, progress)`` runs after the report is final, on the same workers."""
+    ``then(report, pool, progress)`` runs after the report is final, on the same workers.
+    ``pool``: running workers to use (and leave running), e.g. one for many runs; else a pool
+    lives for this run, with the environment ``config`` asks for."""
     source = resolve_source(config.model, config.src)
     chain = find_chain(source.framework, config.dst, config.via)
     check_run_config(config, source, chain)
@@ -81,7 +87,8 @@ def run(
     }
     report.write(out / "report.json")
     env = trust_env(config.trust_model_code)
-    with WorkerPool(out / "logs", timeout=config.timeout, extra_env=env) as pool:
+    own = WorkerPool(out / "logs", timeout=config.timeout, extra_env=env) if pool is None else None
+    with own or contextlib.nullcontext(pool) as pool:
         _prestart(pool, [source.framework, *(edge.dst for edge in chain)])
         ws = Workspace(out, pool, cache, progress)
         try:
