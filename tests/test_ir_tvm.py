@@ -17,6 +17,7 @@ from convdiff.ir import tflite_quant
 from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.runtime.client import TVM
 from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.faults import fault_base
@@ -162,7 +163,7 @@ def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path:
     np.savez(inputs, x=rng.uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32))
     ran = pool.call(
         "tvm",
-        "convdiff.ir.tvm_import:run_tvm",
+        f"{TVM}:run_tvm",
         framework="onnx",
         path=str(rich),
         inputs_npz=str(inputs),
@@ -207,7 +208,7 @@ def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_lay
     for side, (fw, path, graph) in enumerate((("onnx", rich, a), ("tflite", tflite_path, b))):
         layers = [graph[p[side]].tensor for p in matched if graph[p[side]].tensor]
         ran = pool.call(
-            "tvm", "convdiff.ir.tvm_import:run_tvm", framework=fw, path=str(path),
+            "tvm", f"{TVM}:run_tvm", framework=fw, path=str(path),
             inputs_npz=str(tmp_path / "x.npz"), outputs_npz=str(tmp_path / f"y{side}.npz"),
             layers=[*layers, "nonexistent"], images=[0, 2],
             activations_npz=str(tmp_path / f"act{side}.npz"),
