@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.ir.tvm.extract import Extractor, identity_perm, shape_of
+from convdiff.ir.tvm.builder import identity_perm, shape_of
+from convdiff.ir.tvm.extract import Extractor
 
 # (raw layer id, the Relax var holding its tensor, that tensor's physical->logical perm)
 Exposed = tuple[str, Any, tuple[int, ...]]
@@ -101,8 +102,9 @@ def _expose(mod: Any, layers: list[str]) -> tuple[Any, list[Exposed], dict[str, 
     ids_after = [layer.id for layer in extractor.run({}).layers]
     if ids_before != ids_after:
         return mod, [], {"error": "layer ids changed under ToNonDataflow; no activations"}
-    exposed = [(lid, *extractor.tensors[lid]) for lid in layers if lid in extractor.tensors]
-    missing = [lid for lid in layers if lid not in extractor.tensors]
+    tensors = extractor.graph.tensors
+    exposed = [(lid, *tensors[lid]) for lid in layers if lid in tensors]
+    missing = [lid for lid in layers if lid not in tensors]
     func = plain["main"]
     fields = [func.body.body] + [var for _, var, _ in exposed]
     body = relax.BlockBuilder().normalize(relax.SeqExpr(func.body.blocks, relax.Tuple(fields)))
