@@ -7,8 +7,10 @@ Every heavy import lives inside a function, so the orchestrator can import these
 
 - :mod:`~convdiff.ir.tvm.frontends`: a model file -> a Relax module, per framework, with the
   workarounds the frontends need and why.
-- :mod:`~convdiff.ir.tvm.extract`: a Relax module -> the raw canonical graph, one registered
-  converter per op family.
+- :mod:`~convdiff.ir.tvm.extract`: a Relax module -> the raw canonical graph: walks ``main``,
+  folds constants and hands each call to its converter in :mod:`~convdiff.ir.tvm.ops` (one
+  registered function per op family), which adds layers to a
+  :class:`~convdiff.ir.tvm.builder.GraphBuilder`.
 - :mod:`~convdiff.ir.tvm.execute`: compile for llvm once, run batches, read activations.
 - :mod:`~convdiff.ir.tvm.tasks`: the worker's entry points ``import_graph`` and ``run_tvm``.
 """

@@ -50,12 +50,13 @@ CONVERTERS: dict[str, Converter] = {}
 def converts(*names: str, tensor_input: bool = False) -> Callable[[OpConverter], OpConverter]:
     """Register the decorated function as the converter of the Relax ops ``names``.
 
-    Raises ValueError, registering none of ``names``, if one of them already has a converter."""
+    Raises ValueError, registering none of ``names``, if one of them already has a converter
+    (or is named twice)."""
 
     def register(func: OpConverter) -> OpConverter:
-        taken = [f"{n} ({CONVERTERS[n].convert.__name__})" for n in names if n in CONVERTERS]
+        taken = [n for i, n in enumerate(names) if n in CONVERTERS or n in names[:i]]
         if taken:
-            raise ValueError(f"{func.__name__}: a converter is already registered for {taken}")
+            raise ValueError(f"{func.__name__}: {', '.join(taken)} already has a converter")
         for name in names:
             CONVERTERS[name] = Converter(func, tensor_input)
         return func
