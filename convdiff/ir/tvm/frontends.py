@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.ir import tflite_quant
+
 TVM_FRAMEWORKS = ("onnx", "tflite", "torch")
 
 
@@ -142,8 +144,6 @@ def _load_tflite(path: str, work_dir: Path) -> Imported:
     from its float twin, written with ``quant.npz`` into ``work_dir`` (module docstring)."""
     import tflite
     from tvm.relax.frontend.tflite import from_tflite
-
-    from convdiff.ir import tflite_quant
 
     def convert(buf: bytes) -> Any:
         model = tflite.Model.GetRootAsModel(buf, 0)

@@ -75,6 +75,17 @@ def convert(graph: GraphBuilder, op: OpCall) -> Any:
 
 # -- the converters, one per op family -------------------------------------------------------
 
+
+def _data_in(graph: GraphBuilder, op: OpCall, layout: Any) -> Value:
+    """A layout-sensitive op's data input, read in the logical axes its ``layout`` assumes."""
+    return graph.to_perm(op.x, layout_perm(str(layout)), op.var)
+
+
+def _out_perm(layout: Any, out_layout: Any) -> tuple[int, ...]:
+    """The perm of a layout-sensitive op's output (``out_layout``, empty: ``layout``)."""
+    return layout_perm(str(out_layout or layout))
+
+
 # Relax elementwise op -> the layer kind
 BINARY = {
     "relax.add": "add",
@@ -108,8 +119,8 @@ def _permute_dims(graph: GraphBuilder, op: OpCall) -> Value:
 def _conv(graph: GraphBuilder, op: OpCall) -> Value:
     """Conv2D with its weight in OIHW (a weight computed at run time stays an input)."""
     attrs, weight = op.attrs, op.args[1]
-    x = graph.to_perm(op.x, layout_perm(str(attrs.data_layout)), op.var)
-    out_perm = layout_perm(str(attrs.out_layout or attrs.data_layout))
+    x = _data_in(graph, op, attrs.data_layout)
+    out_perm = _out_perm(attrs.data_layout, attrs.out_layout)
     params: dict[str, np.ndarray] = {}
     if isinstance(weight, np.ndarray):
         kernel_layout = str(attrs.kernel_layout)
@@ -130,8 +141,8 @@ def _conv(graph: GraphBuilder, op: OpCall) -> Value:
 def _pool(graph: GraphBuilder, op: OpCall) -> Value:
     """Max and average pooling; ``count_include_pad`` for the average only."""
     attrs = op.attrs
-    x = graph.to_perm(op.x, layout_perm(str(attrs.layout)), op.var)
-    out = layout_perm(str(attrs.out_layout or attrs.layout))
+    x = _data_in(graph, op, attrs.layout)
+    out = _out_perm(attrs.layout, attrs.out_layout)
     kind = "pool_max" if "max" in op.name else "pool_avg"
     attrs_out = {
         "kernel": py(attrs.pool_size),
@@ -149,16 +160,17 @@ def _pool(graph: GraphBuilder, op: OpCall) -> Value:
 def _adaptive_avg_pool(graph: GraphBuilder, op: OpCall) -> Value:
     """A global average pool when the output is 1x1; any other size is ``other``."""
     attrs = op.attrs
-    x = graph.to_perm(op.x, layout_perm(str(attrs.layout)), op.var)
+    x = _data_in(graph, op, attrs.layout)
     if py(attrs.output_size) not in ([1, 1], [1], 1):
         return graph.other(op)
-    out = layout_perm(str(attrs.out_layout or attrs.layout))
+    out = _out_perm(attrs.layout, attrs.out_layout)
     return graph.layer(op, "pool_global_avg", [x], out, {"keepdims": True})
 
 
 @converts("relax.mean", tensor_input=True)
 def _mean(graph: GraphBuilder, op: OpCall) -> Value:
-    """A mean over the logical spatial axes of a 4-D tensor is a global average pool."""
+    """A mean over logical axes; over the spatial axes of a 4-D tensor, a global average
+    pool."""
     x, attrs = op.x, op.attrs
     ndim = len(x.shape)
     axes = py(attrs.axis) if attrs.axis is not None else list(range(ndim))
@@ -254,7 +266,7 @@ def _batch_norm(graph: GraphBuilder, op: OpCall) -> list[Any]:
         "scale": bool(attrs.scale),
         "training": bool(getattr(attrs, "training", False)),
     }
-    # a tuple var: its field 0 is the output, and the tensor activations read
+    # the var is a tuple: its field 0 is the output (what activations read of this layer)
     shape = shape_of(op.var.ty.fields[0])
     value = graph.layer(op, "batch_norm", [x], x.perm, attrs_out, params, shape=shape)
     return [value, params["mean"], params["var"]]
