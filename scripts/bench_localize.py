@@ -6,7 +6,7 @@ its TFLite conversion (cached). Then, alternately and ``--runs`` times, from thi
 - the baseline (this script with ``--baseline``): what any TVM-based comparison of the two
   files must do by hand, through the same worker pool -- the float route of the Keras source
   (tf2onnx, in a ``tf`` worker) and one TVM import + llvm compile + run on one image of each
-  model (``convdiff.ir.tvm_import:run_tvm``, in a ``tvm`` worker);
+  model (``convdiff.ir.tvm.tasks:run_tvm``, in a ``tvm`` worker);
 - `convdiff localize SOURCE.keras TARGET.tflite --stages weights,hyperparams,graph` (the same
   route conversion and two TVM imports, then canonicalization, alignment and the stages; no
   compile, no run), or with ``--stages all`` the default localization (also both models on
@@ -36,6 +36,7 @@ from bench_common import CONVDIFF, ROOT, alternate, warm_keras_tflite
 
 def baseline(source: str, target: str, inputs: str, out: str) -> None:
     """The TVM work by hand: tf2onnx route of the source, import+compile+run of both files."""
+    from convdiff.runtime.client import TVM
     from convdiff.runtime.pool import WorkerPool
 
     work = Path(out)
@@ -56,7 +57,7 @@ def baseline(source: str, target: str, inputs: str, out: str) -> None:
         ):
             ran = pool.call(
                 "tvm",
-                "convdiff.ir.tvm_import:run_tvm",
+                f"{TVM}:run_tvm",
                 framework=framework,
                 path=path,
                 inputs_npz=inputs,

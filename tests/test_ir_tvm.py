@@ -2,11 +2,15 @@
 
 Every framework call runs in a worker: ``tvm`` for the imports, ``tf`` for the conversions (the
 convert task), ``onnx`` for onnxruntime. The test process reads graph.json/npz only, and the .tflite
-flatbuffer with the pure-Python ``tflite`` package."""
+flatbuffer with the pure-Python ``tflite`` package. The op registry's tests at the end need no
+worker: :mod:`convdiff.ir.tvm.ops` imports no TVM."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,9 @@ from convdiff.ir import tflite_quant
 from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.ir.tvm import ops
+from convdiff.ir.tvm.builder import NCHW, GraphBuilder, OpCall, Value
+from convdiff.runtime.client import TVM
 from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.faults import fault_base
@@ -162,7 +169,7 @@ def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path:
     np.savez(inputs, x=rng.uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32))
     ran = pool.call(
         "tvm",
-        "convdiff.ir.tvm_import:run_tvm",
+        f"{TVM}:run_tvm",
         framework="onnx",
         path=str(rich),
         inputs_npz=str(inputs),
@@ -207,7 +214,7 @@ def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_lay
     for side, (fw, path, graph) in enumerate((("onnx", rich, a), ("tflite", tflite_path, b))):
         layers = [graph[p[side]].tensor for p in matched if graph[p[side]].tensor]
         ran = pool.call(
-            "tvm", "convdiff.ir.tvm_import:run_tvm", framework=fw, path=str(path),
+            "tvm", f"{TVM}:run_tvm", framework=fw, path=str(path),
             inputs_npz=str(tmp_path / "x.npz"), outputs_npz=str(tmp_path / f"y{side}.npz"),
             layers=[*layers, "nonexistent"], images=[0, 2],
             activations_npz=str(tmp_path / f"act{side}.npz"),
@@ -236,3 +243,88 @@ def test_torch_export_imports_in_the_tvm_worker(pool: WorkerPool, tmp_path: Path
     assert canon.ops() == ["conv2d", "relu", "pool_max", "pool_global_avg", "dense"]
     assert canon.layers[1].folded == ["add lv2", "batch_norm lv3 epsilon=1e-05"]
     assert canon.layers[0].shape == [-1, 3, 16, 16]
+
+
+# -- the op registry and the orchestrator's imports (no worker) -------------------------------
+
+
+def test_each_op_family_has_one_converter_for_its_relax_ops() -> None:
+    families: dict[str, list[str]] = {}
+    for name, converter in sorted(ops.CONVERTERS.items()):
+        families.setdefault(converter.convert.__name__, []).append(name)
+    assert families == {
+        "_elementwise": [
+            "relax.add", "relax.divide", "relax.maximum", "relax.minimum", "relax.multiply",
+            "relax.subtract",
+        ],
+        "_astype": ["relax.astype"],
+        "_clip": ["relax.clip"],
+        "_concat": ["relax.concat"],
+        "_reshape": ["relax.expand_dims", "relax.flatten", "relax.reshape", "relax.squeeze"],
+        "_resize": ["relax.image.resize2d"],
+        "_matmul": ["relax.matmul"],
+        "_mean": ["relax.mean"],
+        "_adaptive_avg_pool": ["relax.nn.adaptive_avg_pool2d"],
+        "_pool": ["relax.nn.avg_pool2d", "relax.nn.max_pool2d"],
+        "_batch_norm": ["relax.nn.batch_norm"],
+        "_conv": ["relax.nn.conv2d"],
+        "_softmax": ["relax.nn.log_softmax", "relax.nn.softmax"],
+        "_pad": ["relax.nn.pad"],
+        "_activation": ["relax.nn.relu", "relax.nn.relu6", "relax.sigmoid", "relax.tanh"],
+        "_permute_dims": ["relax.permute_dims"],
+    }  # fmt: skip
+
+
+def test_a_relax_op_registered_twice_is_refused_and_nothing_is_registered() -> None:
+    before = dict(ops.CONVERTERS)
+
+    def again(graph: GraphBuilder, op: OpCall) -> Value:
+        return graph.other(op)
+
+    with pytest.raises(ValueError, match=r"^again: relax\.nn\.conv2d already has a converter$"):
+        ops.converts("relax.only_in_this_test", "relax.nn.conv2d")(again)
+    with pytest.raises(ValueError, match=r"^again: relax\.only_in_this_test already has a conv"):
+        ops.converts("relax.only_in_this_test", "relax.only_in_this_test")(again)
+    assert dict(ops.CONVERTERS) == before
+
+
+class _Dim(int):
+    """A stand-in for TVM's IntImm: an int with a ``value``."""
+
+    @property
+    def value(self) -> int:
+        return int(self)
+
+
+def _var(name: str, shape: list[int]) -> SimpleNamespace:
+    """A stand-in for a Relax var: its name and its static struct info."""
+    dims = [_Dim(d) for d in shape]
+    return SimpleNamespace(name_hint=name, ty=SimpleNamespace(shape=SimpleNamespace(values=dims)))
+
+
+def test_an_op_without_converter_or_with_a_constant_data_input_is_an_other_layer() -> None:
+    """The fallback keeps the Relax op name and the float constants (an int one is dropped);
+    an op whose converter needs a tensor input but gets a constant falls back alike."""
+    graph = GraphBuilder()
+    x = Value("x", [1, 4, 8, 8], NCHW)
+    weight, index = np.ones(4, np.float32), np.zeros(1, np.int64)
+    gelu = OpCall(_var("lv1", [1, 4, 8, 8]), "relax.nn.gelu", None, [x, weight, index])
+    mean = OpCall(_var("lv2", [4]), "relax.mean", None, [weight])
+    assert ops.convert(graph, gelu) == Value("lv1", [1, 4, 8, 8], NCHW)
+    assert ops.convert(graph, mean) == Value("lv2", [4], (0,))
+    assert [(a.id, a.op, a.inputs, a.attrs, sorted(a.params), a.source) for a in graph.layers] == [
+        ("lv1", "other", ["x"], {"tvm_op": "relax.nn.gelu"}, ["arg1"], "relax.nn.gelu lv1"),
+        ("lv2", "other", [], {"tvm_op": "relax.mean"}, ["arg0"], "relax.mean lv2"),
+    ]
+
+
+def test_the_tvm_modules_import_no_framework() -> None:
+    """The orchestrator names the task module and the tests read the registry: TVM, torch,
+    onnx, tflite and TF are imported inside the worker's functions only."""
+    heavy = ("tvm", "torch", "tensorflow", "keras", "onnx", "onnxslim", "tflite")
+    code = (
+        "import sys, convdiff.ir.tvm.tasks, convdiff.runtime.client\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -26,6 +26,7 @@ import pytest
 from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
 from convdiff.core.progress import Progress
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.runtime.client import TVM
 from convdiff.runtime.pool import WorkerPool
 from tests.tasks import convert
 from tests.tiny.real_patterns import (
@@ -69,7 +70,7 @@ def test_a_pad_node_imported_as_relax_pad_still_runs_on_tvm(
         model = tiny_stride2_pad(tmp_path / f"{name}.onnx", in_conv=in_conv)
         ran = pool.call(
             "tvm",
-            "convdiff.ir.tvm_import:run_tvm",
+            f"{TVM}:run_tvm",
             framework="onnx",
             path=str(model),
             inputs_npz=str(tmp_path / "x.npz"),
@@ -152,7 +153,7 @@ def test_a_gather_at_a_constant_index_is_one_take(pool: WorkerPool, tmp_path: Pa
     model = tiny_channel_gather(tmp_path / "gather.onnx")
     imported = pool.call(
         "tvm",
-        "convdiff.ir.tvm_import:import_graph",
+        f"{TVM}:import_graph",
         framework="onnx",
         path=str(model),
         out_dir=str(tmp_path / "ir"),

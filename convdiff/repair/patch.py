@@ -40,7 +40,7 @@ ATTR_FIELDS = (
     "count_include_pad",
     "activation",
     "axis",
-    # one resize's sampling (the ``resize`` layer's canonical attributes; see tvm_import)
+    # one resize's sampling (the ``resize`` layer's canonical attributes; see convdiff.ir.tvm.ops)
     "resize_method",  # nearest | linear | cubic
     "coordinate_mode",  # half_pixel | align_corners | asymmetric | ...
     "rounding",  # nearest only: round_prefer_floor | round_prefer_ceil | floor | ceil | round

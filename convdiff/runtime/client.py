@@ -20,7 +20,7 @@ from convdiff.runtime.pool import TaskOutcome, WorkerPool
 Tick = Callable[[float], None] | None
 
 TASKS = "convdiff.runtime.tasks"
-TVM = "convdiff.ir.tvm_import"
+TVM = "convdiff.ir.tvm.tasks"
 BUILD = "convdiff.zoo.build:build"
 # format -> (worker kind, the applier module that runs in it): Keras and torch models are
 # edited in their framework (:mod:`convdiff.repair.appliers`)

@@ -1,0 +1,255 @@
+"""Loading a model file into a Relax module, one TVM frontend per framework.
+
+Runs only in a worker of kind ``tvm`` (see :mod:`convdiff.ir.tvm`). Every frontend is called
+with keep_params_in_input=False / keep_params_as_input=False, so the weights are Relax
+constants visible in the IR. Each workaround below exists because the frontend, as shipped in
+TVM 0.27, refuses or obscures something a converted model really contains:
+
+- onnx: ``relax.frontend.onnx.from_onnx``. Legacy torch exports compute their pads at run time
+  and are refused ("Dynamic pads are not supported yet"); such a model is simplified with
+  onnxslim and imported again, and the graph's ``meta["notes"]`` says so. Constant Pads and
+  constant Gathers are imported as the other frontends import them (:func:`_load_onnx`).
+- tflite: ``relax.frontend.tflite.from_tflite``. It refuses dynamic-range quantized files
+  (``OpNotImplemented``: "...likely to have dynamic range quantization: 'CONV_2D'..."): the
+  refusal is recorded, and the model is imported from its *float twin*
+  (:func:`convdiff.ir.tflite_quant.float_twin`: the file with each int8 weight replaced by its
+  dequantized float32 values); the int8 values and scales are kept in ``quant.npz`` as
+  evidence. TVM 0.27's RESHAPE converter also refuses a shape tensor computed at run time
+  (SHAPE -> STRIDED_SLICE -> PACK, which onnx2keras' Flatten becomes); :func:`_tflite_converter`
+  then uses the output tensor's shape recorded in the flatbuffer (the inputs are imported with
+  their static shapes, so a -1 batch in its shape signature is 1 here).
+- torch: ``torch.export.load`` + ``relax.frontend.torch.from_exported_program`` (eval-mode
+  BatchNorm stays one ``batch_norm`` op). onnx2torch turns a constant ONNX Gather index into
+  ``aten.item`` of a buffer, and TVM 0.27's ``select`` takes only a Python int
+  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``):
+  :func:`_fold_constant_items` puts the buffer's value in its place first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convdiff.ir import tflite_quant
+
+TVM_FRAMEWORKS = ("onnx", "tflite", "torch")
+
+
+@dataclass
+class Imported:
+    """A Relax module and how it was obtained."""
+
+    mod: Any
+    notes: list[str]
+    refused: str | None = None  # the frontend's refusal of the file itself, if any
+    quant_npz: str | None = None
+
+
+def load_module(framework: str, path: str, work_dir: Path | None = None) -> Imported:
+    """Import ``path`` with TVM's frontend for ``framework`` (see the module docstring)."""
+    if framework == "onnx":
+        return _load_onnx(path)
+    if framework == "tflite":
+        return _load_tflite(path, work_dir or Path(path).parent)
+    if framework == "torch":
+        return _load_torch(path)
+    raise ValueError(
+        f"TVM has no frontend for {framework!r}; expected one of {TVM_FRAMEWORKS} "
+        "(Keras/TF go through a converter first: convdiff.ir.import_via_pool)"
+    )
+
+
+def _load_onnx(path: str) -> Imported:
+    """ONNX through TVM's frontend, with two ops imported as the other frontends do.
+
+    TVM 0.27's ONNX Pad converter emits ``call_tir(pad)`` (a TE kernel whose widths live only in
+    TIR), batch static or not, so canonicalization could not fold tf2onnx's Pad into the next
+    Conv as it folds TFLite's PAD (a relax.nn.pad): MobileNetV2's four stride-2 depthwise convs
+    then looked unpadded. :func:`_onnx_importer` emits the Relax op instead.
+
+    A Gather of constant non-negative indices becomes a plain ``take``: TVM wraps every index
+    in run-time arithmetic on the input's shape (``where(i < 0, i + shape_of(x)[axis], i)``),
+    which the .pt2 import of the same model has not (torchvision InceptionV3's
+    transform_input: 3 takes became 7 ``other`` layers each and nothing aligned)."""
+    import onnx
+
+    model = onnx.load(path)
+    try:
+        return Imported(_from_onnx(model), [])
+    except Exception as exc:  # the frontend's refusal; onnxslim often removes its cause
+        import onnxslim
+
+        first = f"{type(exc).__name__}: {_one_line(exc)}"
+        mod = _from_onnx(onnxslim.slim(model))
+        return Imported(mod, [f"onnx frontend refused the file ({first}); imported after onnxslim"])
+
+
+def _from_onnx(model: Any) -> Any:
+    """``relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)`` with
+    :func:`_onnx_importer` (the same opset detection; TVM's checker warnings skipped)."""
+    opset = next((o.version for o in model.opset_import if str(o.domain) in ("ai.onnx", "")), 1)
+    return _onnx_importer()(None, "float32", keep_params_in_input=False).from_onnx(
+        model.graph, opset
+    )
+
+
+def _onnx_importer() -> type:
+    """TVM's ONNXGraphImporter with a constant-mode Pad of constant widths as relax.nn.pad and a
+    Gather at constant non-negative indices as relax.take (see :func:`_load_onnx`)."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    class _Importer(frontend.ONNXGraphImporter):
+        def _convert_operator(self, op_name: str, inputs: list, attrs: dict, opset: int) -> Any:
+            mode = attrs.get("mode", b"constant")
+            if op_name == "Pad" and mode in (b"constant", "constant"):
+                try:
+                    if opset < 11:
+                        pads, value = list(attrs["pads"]), float(attrs.get("value", 0.0))
+                        before, after = pads[: len(pads) // 2], pads[len(pads) // 2 :]
+                    else:
+                        params = [self._nodes, self._params]
+                        before, after, value = frontend.Pad._parse_pads_and_axes(inputs, params)
+                except (ValueError, KeyError):  # dynamic pads: TVM's converter says so
+                    return super()._convert_operator(op_name, inputs, attrs, opset)
+                width = [int(w) for pair in zip(before, after, strict=True) for w in pair]
+                pad = relax.op.nn.pad(inputs[0], width, "constant", float(value))
+                return self.bb.normalize(pad)
+            if op_name == "Gather" and _constant_indices(inputs):
+                axis = int(attrs.get("axis", 0))
+                return self.bb.normalize(relax.op.take(inputs[0], inputs[1], axis))
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    return _Importer
+
+
+def _constant_indices(inputs: list) -> bool:
+    """Gather of a tensor at constant indices that need no wrapping (all >= 0)."""
+    import tvm
+    from tvm import relax
+
+    data, indices = inputs[0], inputs[1]
+    if isinstance(data, (relax.ShapeExpr, tvm.ir.GenericConst)):
+        return False  # TVM's converter folds these itself
+    if not isinstance(indices, tvm.ir.GenericConst):
+        return False
+    return bool(np.all(indices.value.numpy() >= 0))
+
+
+def _load_tflite(path: str, work_dir: Path) -> Imported:
+    """TFLite through TVM's frontend; a dynamic-range quantized file it refuses is imported
+    from its float twin, written with ``quant.npz`` into ``work_dir`` (module docstring)."""
+    import tflite
+    from tvm.relax.frontend.tflite import from_tflite
+
+    def convert(buf: bytes) -> Any:
+        model = tflite.Model.GetRootAsModel(buf, 0)
+        return from_tflite(
+            model, shape_dict=_tflite_input_shapes(model), op_converter=_tflite_converter()
+        )
+
+    buf = Path(path).read_bytes()
+    notes: list[str] = []
+    try:
+        return Imported(convert(buf), notes)
+    except Exception as exc:
+        refused = f"{type(exc).__name__}: {_one_line(exc)}"
+        report = tflite_quant.read(path)
+        if not report.quantized:
+            raise
+    work_dir.mkdir(parents=True, exist_ok=True)
+    twin = tflite_quant.float_twin(path, work_dir / "float_twin.tflite")
+    quant_npz = report.save(work_dir / "quant.npz")
+    notes.append(
+        "TVM's TFLite frontend refused the file; imported its float twin (int8 weights "
+        f"dequantized from the flatbuffer: {', '.join(t.name for t in report.quantized)})"
+    )
+    return Imported(convert(Path(twin).read_bytes()), notes, refused, str(quant_npz))
+
+
+def _tflite_input_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    """The inputs' static shapes (a dynamic one is left to the frontend): a -1 batch in a
+    shape signature is imported as the 1 its shape records."""
+    graph = model.Subgraphs(0)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in graph.InputsAsNumpy():
+        tensor = graph.Tensors(int(i))
+        shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
+        if all(d > 0 for d in shape):
+            shapes[tensor.Name().decode()] = shape
+    return shapes
+
+
+def _tflite_converter() -> type:
+    """TVM's TFLite OperatorConverter, with RESHAPE falling back to the static output shape."""
+    from tvm import relax
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+    class _TFLiteConverter(OperatorConverter):
+        def convert_reshape(self, op: Any) -> Any:
+            try:
+                return super().convert_reshape(op)
+            except Exception:  # tvm_ffi's TypeError: the shape is an ir.Call, not constants
+                output = self.get_output_tensors(op)[0].tensor
+                shape = [int(d) for d in output.ShapeAsNumpy()]
+                if not shape or any(d < 0 for d in shape):
+                    raise
+                data = self.get_expr(self.get_input_tensors(op)[0].tensor_idx)
+                return relax.op.reshape(data, shape=relax.ShapeExpr(shape))
+
+    return _TFLiteConverter
+
+
+def _load_torch(path: str) -> Imported:
+    """A torch.export program (.pt2) through ``from_exported_program``, its constant
+    ``aten.item`` folded first (module docstring)."""
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    if not path.endswith(".pt2"):
+        raise ValueError("TVM imports torch models as torch.export programs (.pt2) only")
+    program = torch.export.load(path)
+    notes: list[str] = []
+    folded = _fold_constant_items(program)
+    if folded:
+        notes.append(f"{folded} aten.item of a constant buffer folded to its value for TVM")
+    return Imported(from_exported_program(program, keep_params_as_input=False), notes)
+
+
+def _fold_constant_items(program: Any) -> int:
+    """Replace each ``aten.item`` whose input is a buffer or lifted constant (through dtype
+    casts only) by its Python number in the arguments of the nodes that read it; the count.
+    The graph computes the same thing: the buffer is a constant of the program."""
+    import torch
+
+    signature = program.graph_signature
+    constants = {**signature.inputs_to_buffers, **signature.inputs_to_lifted_tensor_constants}
+    values = {**program.state_dict, **program.constants}
+    folded = 0
+    for node in list(program.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.item.default:
+            continue
+        source, casts = node.args[0], []
+        while source.op == "call_function" and source.target == torch.ops.aten.to.dtype:
+            casts.append(source.args[1])
+            source = source.args[0]
+        value = values.get(constants.get(source.name, "")) if source.op == "placeholder" else None
+        if value is None or value.numel() != 1:
+            continue
+        for dtype in reversed(casts):  # innermost cast first, as the graph does
+            value = value.to(dtype)
+        number = value.item()
+        for user in list(node.users):
+            user.args = tuple(number if arg is node else arg for arg in user.args)
+        folded += 1
+    program.graph.eliminate_dead_code()
+    return folded
+
+
+def _one_line(exc: BaseException) -> str:
+    """A frontend's multi-line refusal as one note line (at most 600 characters)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " | ".join(lines)[:600]
