@@ -58,7 +58,7 @@ def load_module(framework: str, path: str, work_dir: Path | None = None) -> Impo
         return _load_torch(path)
     raise ValueError(
         f"TVM has no frontend for {framework!r}; expected one of {TVM_FRAMEWORKS} "
-        "(Keras/TF go through a converter first: convdiff.ir.import_via_pool)"
+        "(Keras/TF go through a converter first: commands.localize.imports.import_via_pool)"
     )
 
 
@@ -206,12 +206,13 @@ def _tflite_converter() -> type:
 def _load_torch(path: str) -> Imported:
     """A torch.export program (.pt2) through ``from_exported_program``, its constant
     ``aten.item`` folded first (module docstring)."""
-    import torch
     from tvm.relax.frontend.torch import from_exported_program
+
+    from convdiff.frameworks.torch import load_program
 
     if not path.endswith(".pt2"):
         raise ValueError("TVM imports torch models as torch.export programs (.pt2) only")
-    program = torch.export.load(path)
+    program = load_program(path)  # safe by default: no pickled payload runs (core.trust)
     notes: list[str] = []
     folded = _fold_constant_items(program)
     if folded:
