@@ -297,3 +297,48 @@ def test_localize_refuses_two_unrelated_models(tmp_path: Path, tiny: Path) -> No
         "tiny.onnx have a counterpart of the same size in other.onnx; localize compares a "
         "model with its conversion: give the model it was converted from\n",
     )
+
+
+@pytest.mark.workers
+def test_a_torchscript_file_takes_its_shape_from_input_size(pool, tmp_path: Path) -> None:
+    saved = pool.call("torch", "tests.tiny.torch_models:make_tiny", out_dir=str(tmp_path), fmt="pt")
+    assert saved, saved.message
+    args = ["run", saved.value["path"], "--dst", "onnx", "--torch-exporter", "torchscript"]
+    code, stderr = invoke(*args, "--out", str(tmp_path / "a"))
+    assert (code, stderr) == (
+        2,
+        "error: the model's input shape is unknown (a TorchScript file keeps none); pass "
+        "--input-size H,W (and --layout nhwc if it takes NHWC images)\n",
+    )
+    code, stderr = invoke(*args, "--input-size", "16,16", "--out", str(tmp_path / "b"))
+    assert (code, stderr) == (0, "")
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["source"]["input_shape"] == [None, 3, 16, 16]
+
+
+@pytest.mark.workers
+def test_a_dynamic_onnx_model_converts_at_the_input_size(tmp_path: Path, tiny: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for i, name in ((0, "N"), (2, "H"), (3, "W")):
+        dims[i].dim_param = name
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    code, stderr = invoke(
+        "run", str(tmp_path / "dynamic.onnx"), "--dst", "torch", "--input-size", "16,16",
+        "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert (code, stderr) == (0, "")
+
+
+@pytest.mark.workers
+def test_a_load_that_times_out_says_so(tmp_path: Path, tiny: Path) -> None:
+    code, stderr = invoke(
+        "run", str(tiny), "--dst", "torch", "--timeout", "0.01", "--out", str(tmp_path / "r")
+    )
+    assert (code, stderr) == (
+        2,
+        "error: loading tiny.onnx in ONNX (onnxruntime) took longer than the timeout "
+        "(0.01 s); pass a larger --timeout\n",
+    )

@@ -64,6 +64,11 @@ def resolve_spec(
         h, w = options.input_size
         nchw = (options.layout or framework(fw).layout).upper() == "NCHW"
         shape = [None, 3, h, w] if nchw else [None, h, w, 3]
+    if not shape:
+        raise InputShapeError(
+            "the model's input shape is unknown (a TorchScript file keeps none)",
+            "pass --input-size H,W (and --layout nhwc if it takes NHWC images)",
+        )
     if len(shape) != 4:
         raise InputShapeError(
             f"the model's input has shape {shape or '(unknown)'}",
