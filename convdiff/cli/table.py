@@ -44,6 +44,7 @@ from convdiff.core.options import TFLITE_OPTS
     type=click.FloatRange(min=0),
     help="Also localize cells whose max |diff| exceeds this (implies --localize).",
 )
+@shared.trust_option
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def command(ctx: click.Context, models: str, frameworks: str, quiet: bool, **options: object):
@@ -67,6 +68,7 @@ def command(ctx: click.Context, models: str, frameworks: str, quiet: bool, **opt
         timeout=options["timeout"],
         localize=bool(options["localize"]) or options["localize_above"] is not None,
         localize_above=options["localize_above"],
+        trust_model_code=options["trust_model_code"],
     )
     report = table(config, quiet=quiet)
     click.echo(to_markdown(report), nl=False)

@@ -280,6 +280,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_top1_discrepancy": _number(0, 100, "a percentage from 0 to 100"),
     "max_abs_diff": _number(0, None, "a number >= 0"),
     "allow_crash": _boolean,
+    "trust_model_code": _boolean,
 }
 KEYS = tuple(_CHECKS)
 PREPROCESSING_KEYS = ("preprocess", "input_size", "mean", "std", "layout", "resize")
@@ -557,6 +558,7 @@ class _Reader:
             layout=values.get("layout"),
             resize=values.get("resize"),
             max_discrepancy=values.get("max_top1_discrepancy", 0.0),
+            trust_model_code=values.get("trust_model_code", False),
         )
         return CheckEntry(
             name=name,

@@ -33,6 +33,7 @@ class TableConfig:
     timeout: float = DEFAULT_TIMEOUT
     localize: bool = False  # name the top finding of each discrepancy cell (stages.ranking)
     localize_above: float | None = None  # ... and of each cell whose max |diff| exceeds this
+    trust_model_code: bool = False  # load model files that run code when they load (core.trust)
 
     def wants_finding(self, cell: Cell) -> bool:
         """Localize this finished cell? A discrepancy, or a max |diff| above the bound."""
@@ -56,6 +57,7 @@ class TableConfig:
             cache_dir=self.cache_dir,
             timeout=self.timeout,
             target_preprocess=self.preprocess,
+            trust_model_code=self.trust_model_code,
         )
 
 
