@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from convdiff.core.errors import ConvdiffError
+from convdiff.core.outdir import make_writable
 
 ENTRY = "entry.json"
 FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, xfs)
@@ -78,10 +79,7 @@ class ArtifactCache:
         if not self.enabled:
             return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".convdiff-write-test-{os.getpid()}"
-            probe.write_text("ok")
-            probe.unlink()
+            make_writable(self.root)
         except OSError as exc:
             raise ConvdiffError(
                 f"cannot use the cache folder {self.root}: {exc.strerror or exc}",

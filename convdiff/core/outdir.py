@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,10 +31,7 @@ def prepare_out_dir(out: Path | None, name: str, report: str = "report.json") ->
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = DEFAULT_ROOT / f"{name}-{stamp}"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".convdiff-write-test"
-        probe_file.write_text("ok")
-        probe_file.unlink()
+        make_writable(out)
     except OSError as exc:
         raise OutputDirError(
             f"cannot write the output folder {out}: {exc.strerror or exc}",
@@ -48,6 +46,15 @@ def prepare_out_dir(out: Path | None, name: str, report: str = "report.json") ->
             )
         stale.unlink()
     return out.resolve()
+
+
+def make_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, so that a folder that cannot be used fails
+    here, before any work (an ``OSError`` naming why)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".convdiff-write-test-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
 
 
 def is_convdiff_report(path: Path) -> bool:
@@ -81,4 +88,11 @@ def remove_own_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["MARKER", "is_convdiff_report", "own_dir", "prepare_out_dir", "remove_own_dir"]
+__all__ = [
+    "MARKER",
+    "is_convdiff_report",
+    "make_writable",
+    "own_dir",
+    "prepare_out_dir",
+    "remove_own_dir",
+]

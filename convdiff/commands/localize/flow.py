@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,8 @@ def localize(
                 WorkerPool(out / "logs", timeout=config.timeout, extra_env=env)
             )
         try:
-            return _localize(report, config, pool, source, target, out, progress, chain)
+            job = _Job(report, config, pool, source, target, out, progress, chain)
+            return _localize(job)
         except ConvdiffError:
             raise  # the user's input: its one line says it all
         except BaseException as exc:  # interrupted, or a bug: keep what was found
@@ -105,17 +107,24 @@ def localize(
             raise
 
 
-def _localize(
-    report: LocalizeReport,
-    config: LocalizeConfig,
-    pool: WorkerPool,
-    source: SourceSpec,
-    target: SourceSpec,
-    out: Path,
-    progress: Progress,
-    chain: dict[str, Any] | None,
-) -> LocalizeReport:
+@dataclass(frozen=True)
+class _Job:
+    """One localization's fixed context: what it compares, where it writes, its workers."""
+
+    report: LocalizeReport
+    config: LocalizeConfig
+    pool: WorkerPool
+    source: SourceSpec
+    target: SourceSpec
+    out: Path
+    progress: Progress
+    chain: dict[str, Any] | None  # the run report's hops, for the tools stage
+
+
+def _localize(job: _Job) -> LocalizeReport:
     """The work of :func:`localize` once its folder, report and workers exist."""
+    report, config, pool, progress = job.report, job.config, job.pool, job.progress
+    source, target, out, chain = job.source, job.target, job.out, job.chain
     inputs = None  # the images' preprocessing: settled (or refused) before any TVM work
     if set(RUN_STAGES) & set(config.stages):
         with progress.step("loading both models"):
@@ -138,7 +147,7 @@ def _localize(
             break
         graphs.append((raw, canonicalize(raw), info))
     if report.error:
-        return _without_graphs(report, config, pool, source, target, out, progress, chain, inputs)
+        return _without_graphs(job, inputs)
     (raw_a, a, _), (raw_b, b, info_b) = graphs
     check_comparable(a, b, source.file.name, target.file.name)
     alignment = align(a, b)
@@ -190,19 +199,11 @@ def _localize(
     return report
 
 
-def _without_graphs(
-    report: LocalizeReport,
-    config: LocalizeConfig,
-    pool: WorkerPool,
-    source: SourceSpec,
-    target: SourceSpec,
-    out: Path,
-    progress: Progress,
-    chain: dict[str, Any] | None,
-    inputs: Inputs | None,
-) -> LocalizeReport:
+def _without_graphs(job: _Job, inputs: Inputs | None) -> LocalizeReport:
     """A model TVM cannot import: the stages that judge runs, not graphs (inputs, tools) still
     run; the others are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
+    report, config, pool, progress = job.report, job.config, job.pool, job.progress
+    source, target, out, chain = job.source, job.target, job.out, job.chain
     for stage in report.stages:
         if stage in GRAPH_STAGES:
             report.notes.append(f"{stage}: not run ({report.error.split(':')[0]})")
