@@ -18,7 +18,7 @@ from convdiff.commands.repair.flow import RepairConfig, RepairReport, repair
 from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
 from convdiff.runtime.pool import WorkerPool
-from tests.tasks import convert
+from tests.helpers import convert
 from tests.tiny.real_patterns import tiny_resize
 
 

@@ -1,11 +1,15 @@
-"""Test-process shortcuts for worker tasks the tests call again and again."""
+"""Test-process helpers shared by the test modules: the repository root, and shortcuts for the
+worker tasks the tests call again and again (through :mod:`convdiff.runtime.client`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: convdiff/, tests/, models/
 
 
 def convert(
@@ -14,14 +18,6 @@ def convert(
 ) -> str:  # fmt: skip
     """Convert ``path`` with convdiff's converter for ``src -> dst`` in ``worker``; the new
     file's path (a failed conversion fails the test with the tool's message)."""
-    outcome = pool.call(
-        worker,
-        "convdiff.runtime.tasks:convert",
-        src=src,
-        dst=dst,
-        src_path=str(path),
-        out_dir=str(out),
-        options=options,
-    )
+    outcome = client.convert(pool, worker, src, dst, path, out, options)
     assert outcome, outcome.message
     return outcome.value["path"]

@@ -30,9 +30,9 @@ from convdiff.commands.table.schedule import Job, estimate_gb, memory_total_gb, 
 from convdiff.inputs import data as datasets
 from convdiff.inputs import preprocess
 from convdiff.inputs.source import resolve_source
+from tests.helpers import ROOT
 from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
-ROOT = Path(__file__).resolve().parent.parent
 CELLS = ["tiny/onnx-torch", "tiny/onnx-keras", "reduce18/onnx-torch", "reduce18/onnx-keras"]
 CRASH_REASON = (
     "Converter is not implemented (OperationDescription(domain='', "
@@ -183,7 +183,8 @@ def test_changed_options_redo_the_cells(models: tuple[Path, Path], tmp_path: Pat
 
 # -- --localize ---------------------------------------------------------------------------------
 
-# As in tests/test_check.py: the int8 kernel of the 48-filter convolution, named as the files do.
+# As in tests/commands/check/test_flow.py: the int8 kernel of the 48-filter convolution, named
+# as the files do.
 QUANT_FINDING = (
     "weights precision at conv -> tiny_cnn_1/relu_1/Relu;"
     "tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"

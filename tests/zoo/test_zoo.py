@@ -14,8 +14,8 @@ from convdiff.core.errors import ConvdiffError, UnknownModelError
 from convdiff.inputs.preprocess import apply
 from convdiff.runtime.pool import WorkerPool
 from convdiff.zoo import ZooVariant, weights_plan, zoo_model, zoo_names
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(sys.prefix) / "lib" / "python3.11" / "site-packages" / "skimage" / "data"
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg")
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -27,7 +27,7 @@ from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, Locali
 from convdiff.core.progress import Progress
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.runtime.pool import WorkerPool
-from tests.tasks import convert
+from tests.helpers import convert
 from tests.tiny.real_patterns import (
     tiny_channel_gather,
     tiny_deep_bn,

@@ -35,7 +35,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _localize(pool: WorkerPool, source: Path | str, target: Path | str, out: Path, **kw):
-    kw.setdefault("stages", GRAPH_STAGES)  # the graphs alone (all five: test_localize_activations)
+    kw.setdefault("stages", GRAPH_STAGES)  # the graphs alone (all five: test_activations.py)
     config = LocalizeConfig(str(source), str(target), out=out, **kw)
     return localize(config, Progress(enabled=False), pool)
 

@@ -19,9 +19,9 @@ from convdiff.commands.check.junit import JUnitCase, junit_tree
 from convdiff.commands.check.render import entry_line, summary
 from convdiff.commands.check.types import CheckResult, EntryResult
 from convdiff.commands.run.types import Crash, RunConfig, RunReport
+from tests.helpers import ROOT
 from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
-ROOT = Path(__file__).resolve().parent.parent
 REDUCE18 = (
     "convert onnx2torch: Converter is not implemented (OperationDescription(domain='', "
     "operation_type='ReduceMean', version=18))"

@@ -18,7 +18,7 @@ from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.runtime.pool import WorkerPool
-from tests.tasks import convert
+from tests.helpers import convert
 from tests.tiny.faults import fault_base
 from tests.tiny.ir_models import tiny_rich_cnn
 

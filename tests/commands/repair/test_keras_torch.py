@@ -23,7 +23,7 @@ from convdiff.ir.names import FileOp, keras_names
 from convdiff.repair import Edit, apply_edits, apply_patch, read_tensor
 from convdiff.repair.patch import sha256_of
 from convdiff.runtime.pool import WorkerPool
-from tests.tasks import convert
+from tests.helpers import convert
 from tests.tiny.ir_models import tiny_rich_cnn
 from tests.tiny.repair_frameworks import KERAS_FAULTS, TORCH_FAULTS
 

@@ -232,7 +232,7 @@ def test_imagenet_preset_equals_torchvision_bit_for_bit(pool, tmp_path: Path) ->
     records = data.sample_set()
     outcome = pool.call(
         "torch",
-        "tests.test_preprocess:torchvision_imagenet_batch",
+        f"{__name__}:torchvision_imagenet_batch",  # this module, imported in the worker
         paths=[r.path for r in records],
         out=str(tmp_path / "tv.npy"),
     )
