@@ -115,6 +115,7 @@ def test_unwritable_output_folder(tmp_path: Path, tiny_onnx: Path) -> None:
     )
 
 
+@pytest.mark.workers
 def test_corrupt_model_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07this is not a protobuf model")
@@ -127,6 +128,7 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     assert report["status"] == "incomplete"
 
 
+@pytest.mark.workers
 def test_input_size_that_does_not_fit(tmp_path: Path, tiny_onnx: Path) -> None:
     code, _, stderr = invoke(
         "run", str(tiny_onnx), "--dst", "torch", "--input-size", "32,32", "--out", str(tmp_path)
@@ -138,6 +140,7 @@ def test_input_size_that_does_not_fit(tmp_path: Path, tiny_onnx: Path) -> None:
     )
 
 
+@pytest.mark.workers
 def test_real_run_onnx_to_torch_agrees_and_is_cached(tmp_path: Path, tiny_onnx: Path) -> None:
     common = ["--limit", "4", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     code, stdout, _ = invoke(
@@ -170,6 +173,7 @@ def test_real_run_onnx_to_torch_agrees_and_is_cached(tmp_path: Path, tiny_onnx: 
     assert again["max_abs_diff"] == report["max_abs_diff"]
 
 
+@pytest.mark.workers
 def test_converter_crash_is_a_finding_with_exit_3(tmp_path: Path) -> None:
     model = opset18_reduce_mean(tmp_path / "reduce18.onnx")
     code, stdout, stderr = invoke(

@@ -31,6 +31,7 @@ def _run(args: list[str]) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.workers
 def test_a_faithful_conversion_localizes_to_no_finding(tmp_path: Path) -> None:
     model = fault_base(tmp_path / "base.onnx")
     code, out = _run(
@@ -88,6 +89,7 @@ def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path
     assert written["status"] == report.status  # the verdict is the run's, not the localizer's
 
 
+@pytest.mark.workers
 def test_a_crashed_run_has_nothing_to_localize(tmp_path: Path) -> None:
     model = opset18_reduce_mean(tmp_path / "reduce18.onnx")
     code, out = _run(

@@ -8,6 +8,8 @@ import pytest
 
 from convdiff.runtime.pool import WorkerPool
 
+pytestmark = pytest.mark.workers
+
 
 @pytest.fixture()
 def workers(tmp_path: Path):
@@ -73,24 +75,6 @@ def test_fresh_worker_is_closed_after_its_task(workers: WorkerPool) -> None:
 def test_unknown_kind_is_refused(workers: WorkerPool) -> None:
     with pytest.raises(ValueError, match="unknown worker kind 'jax'"):
         workers.call("jax", "tests.tiny.worker_funcs:pid")
-
-
-def test_mlir_diagnostic_is_cut_to_its_reason() -> None:
-    from convdiff.runtime.child import _one_line
-
-    message = (
-        'Could not translate MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused["Mean:", '
-        '"f/Mean@__inference_5226"] at fused["StatefulPartitionedCall:", "S_1"])): '
-        "'tf.Mean' op is neither a custom op nor a flex op\n"
-        "<unknown>:0: note: loc(fused[...]): called from\n"
-        "TF Select ops: Mean\n"
-        "\ttf.Mean(tensor<?x1280x7x7xf32>, tensor<2xi64>) -> (tensor<?x1280x1x1xf32>) : "
-        '{device = "", keep_dims = true}\n'
-    )
-    assert _one_line(message) == (
-        "Could not translate MLIR to FlatBuffer: 'tf.Mean' op is neither a custom op nor a flex "
-        "op [tf.Mean(tensor<?x1280x7x7xf32>, tensor<2xi64>) -> (tensor<?x1280x1x1xf32>)]"
-    )
 
 
 def test_prestarted_worker_answers_the_next_call_not_the_warm_up(workers: WorkerPool) -> None:

@@ -146,6 +146,7 @@ def test_catalog_imports_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.workers
 def test_missing_imagenet_weights_name_the_file(tmp_path: Path) -> None:
     """No internet here: the build says which file to place where (TORCH_HOME is empty)."""
     env = {"TORCH_HOME": str(tmp_path / "torch-home")}

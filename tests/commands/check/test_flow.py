@@ -63,6 +63,7 @@ def figure(out: Path, name: str, key: str) -> float:
 TINY = '[[conversion]]\nmodel = "tiny.onnx"\ndst = "torch"\nlimit = 4\n'
 
 
+@pytest.mark.workers
 def test_mixed_check_lines_exit_code_and_junit(project: Path, cache: Path, tmp_path: Path) -> None:
     out, junit = tmp_path / "mixed", tmp_path / "ci" / "results.xml"
     config = (
@@ -130,6 +131,7 @@ def test_mixed_check_lines_exit_code_and_junit(project: Path, cache: Path, tmp_p
     assert [e["verdict"] for e in saved["entries"]] == ["pass", "fail", "crash", "xfail"]
 
 
+@pytest.mark.workers
 def test_passing_check_and_allowed_crash_exit_0(project: Path, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "passing"
     config = (
@@ -146,6 +148,7 @@ def test_passing_check_and_allowed_crash_exit_0(project: Path, cache: Path, tmp_
     assert (code, stderr) == (0, "")
 
 
+@pytest.mark.workers
 def test_threshold_exceeded_exit_1(project: Path, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "failing"
     code, lines, counts, _ = check(project, cache, out, TINY + "max_abs_diff = 0.0\n")
@@ -156,6 +159,7 @@ def test_threshold_exceeded_exit_1(project: Path, cache: Path, tmp_path: Path) -
     assert code == 1
 
 
+@pytest.mark.workers
 def test_entry_error_is_a_line_not_a_traceback_and_the_others_still_run(
     project: Path, cache: Path, tmp_path: Path
 ) -> None:
@@ -365,6 +369,7 @@ def test_localize_names_the_quantized_conv_on_the_fail_line_and_in_junit(
     assert not (tmp_path / "plain" / "quant" / "localize").exists()
 
 
+@pytest.mark.workers
 def test_a_failing_localization_never_turns_a_fail_into_a_crash(
     project: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -209,6 +209,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.workers
 def test_cli_exit_codes_and_summary(base: Path, tmp_path: Path) -> None:
     target = inject(base, "bn_epsilon", tmp_path / "eps.onnx")
     graphs = ("--stages", "weights,hyperparams,graph")

@@ -236,6 +236,7 @@ def test_a_crashed_hop_and_an_agreeing_chain() -> None:
 # -- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.workers
 def test_cli_inputs_options_and_bad_run_reports(tiny: Path, tmp_path: Path) -> None:
     def invoke(*args: str) -> tuple[int, str, str]:
         result = CliRunner().invoke(cli, ["localize", str(tiny), str(tiny), *args, "--quiet"])

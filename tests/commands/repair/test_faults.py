@@ -123,6 +123,7 @@ def test_each_injected_fault_is_repaired(
     assert repaired["passes"]["native"] == 2 + len(repaired["verify"]["steps"])
 
 
+@pytest.mark.workers
 def test_cli_repair_and_patch_apply(base: Path, tmp_path: Path) -> None:
     target = inject(base, "lost_conv_pads", tmp_path / "faulty.onnx")
     runner = CliRunner()

@@ -89,6 +89,7 @@ def tiny_table(models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     return out, result
 
 
+@pytest.mark.workers
 def test_table_cells_csv_and_json(tiny_table) -> None:
     out, result = tiny_table
     assert result.exit_code == 3, result.stderr  # a crash cell makes it 3, as for `run`
@@ -133,6 +134,7 @@ def test_table_cells_csv_and_json(tiny_table) -> None:
     assert {c.estimate_gb for c in table.cells} == {1.0}
 
 
+@pytest.mark.workers
 def test_table_prints_markdown_and_one_line_per_cell(tiny_table) -> None:
     out, result = tiny_table
     assert result.stdout == (out / "table.md").read_text() + (
@@ -151,6 +153,7 @@ def test_table_prints_markdown_and_one_line_per_cell(tiny_table) -> None:
     assert all(" left)" in line for line in lines[:3]) and " left)" not in lines[3]
 
 
+@pytest.mark.workers
 def test_table_again_reuses_every_cell(tiny_table, models: tuple[Path, Path]) -> None:
     out, _ = tiny_table
     before = {c: (out / "cells" / c / "report.json").stat().st_mtime_ns for c in CELLS}
@@ -168,6 +171,7 @@ def test_table_again_reuses_every_cell(tiny_table, models: tuple[Path, Path]) ->
     assert all(line.endswith("(reused)") for line in result.stderr.splitlines())
 
 
+@pytest.mark.workers
 def test_changed_options_redo_the_cells(models: tuple[Path, Path], tmp_path: Path) -> None:
     """A reused cell must have been made with the same options (here: --limit)."""
     out = tmp_path / "t"
@@ -245,6 +249,7 @@ def _holders(folder: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_table_resumes(models: tuple[Path, Path], tmp_path: Path, sig) -> None:
     """Kill the table once its first cell is final: the rerun reuses that cell and does the
@@ -396,6 +401,7 @@ def test_target_spec_follows_the_zoo() -> None:
     )
 
 
+@pytest.mark.workers
 def test_run_feeds_the_target_its_own_preprocessing(
     models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,6 +458,7 @@ def test_run_feeds_the_target_its_own_preprocessing(
     assert "target fed: shifted 16x16" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.workers
 def test_table_passes_target_preprocessing(models: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "t"
     args = ["table", "--models", str(models[0]), "--frameworks", "onnx,torch", "--limit", "2"]
