@@ -1,6 +1,6 @@
 """torch -> onnx (both exporters) and onnx -> torch (onnx2torch) on the tiny seeded model.
 
-Every conversion goes through ``convdiff.runtime.tasks:convert`` in a torch worker and is checked
+Every conversion goes through the convert task (``client.convert``) in a torch worker and is checked
 against the eager module's outputs, with onnxruntime running the ONNX files.
 """
 
@@ -12,7 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
+from convdiff.runtime import client
 from convdiff.runtime.pool import TaskOutcome, WorkerPool
+from tests.helpers import eager_outputs, infer, torch_images
 
 TINY = "tests.tiny.torch_models"
 
@@ -24,56 +26,29 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(work: Path) -> Path:
-    rng = np.random.default_rng(0)
-    tint = rng.uniform(-2, 2, size=(6, 1, 1, 3))
-    x = (rng.normal(size=(6, 16, 16, 3)) + tint).astype(np.float32)
-    np.savez(work / "x.npz", x=x)
-    return work / "x.npz"
+    return torch_images(work / "x.npz", 6)
 
 
 @pytest.fixture(scope="module")
 def eager(pool: WorkerPool, images: Path) -> np.ndarray:
-    out = images.parent / "eager.npz"
-    outcome = pool.call("torch", f"{TINY}:eager_outputs", inputs=str(images), outputs=str(out))
-    assert outcome, outcome.message
-    return np.load(out)["y"]
-
-
-@pytest.fixture(scope="module")
-def tiny_pt2(pool: WorkerPool, work: Path) -> str:
-    outcome = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(work / "src"))
-    assert outcome, outcome.message
-    return outcome.value["path"]
+    return eager_outputs(pool, images)
 
 
 def _convert(
-    pool: WorkerPool, src: str, dst: str, path: str, out: Path, **options: object
+    pool: WorkerPool,
+    src: str,
+    dst: str,
+    path: str,
+    out: Path,
+    input_shape: list[int | None] | None = None,
+    **options: object,
 ) -> TaskOutcome:
-    return pool.call(
-        "torch",
-        "convdiff.runtime.tasks:convert",
-        src=src,
-        dst=dst,
-        src_path=path,
-        out_dir=str(out),
-        options=options,
-        input_shape=None,
-    )
+    return client.convert(pool, "torch", src, dst, path, out, options, input_shape=input_shape)
 
 
 def _run(pool: WorkerPool, framework: str, path: str, images: Path) -> np.ndarray:
     out = images.parent / f"{framework}-{Path(path).parent.name}-{Path(path).stem}.npz"
-    outcome = pool.call(
-        "onnx" if framework == "onnx" else "torch",
-        "convdiff.runtime.tasks:infer",
-        framework=framework,
-        path=path,
-        inputs=str(images),
-        outputs=str(out),
-        layout="NCHW",
-    )
-    assert outcome, outcome.message
-    return np.load(out)["y"]
+    return infer(pool, framework, path, images, out, layout="NCHW")
 
 
 def _batch_dim(path: str) -> int | str:
@@ -131,9 +106,7 @@ def test_onnx_to_torch_round_trip(
     back = _convert(pool, "onnx", "torch", exported.value["path"], work / "rt-back")
     assert back, back.message
     assert back.value["path"] == str(work / "rt-back" / "model.pt2")
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=back.value["path"]
-    )
+    probe = client.probe(pool, "torch", back.value["path"])
     assert probe.value["input_shape"] == [None, 3, 16, 16]
     assert probe.value["format"] == "torch.export"
     assert np.abs(_run(pool, "torch", back.value["path"], images) - eager).max() < 1e-5
@@ -157,16 +130,10 @@ def test_onnx2torch_refuses_the_dynamo_export(pool: WorkerPool, work: Path, tiny
 def test_dynamo_exporter_refuses_torchscript(pool: WorkerPool, work: Path) -> None:
     """A TorchScript archive is not something torch.export can trace: the exporter says so."""
     made = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(work / "ts-src"), fmt="pt")
-    outcome = pool.call(
-        "torch",
-        "convdiff.runtime.tasks:convert",
-        src="torch",
-        dst="onnx",
-        src_path=made.value["path"],
-        out_dir=str(work / "ts-dyn"),
-        options={"torch_exporter": "dynamo"},
-        input_shape=[None, 3, 16, 16],
-    )
+    outcome = _convert(
+        pool, "torch", "onnx", made.value["path"], work / "ts-dyn", [None, 3, 16, 16],
+        torch_exporter="dynamo",
+    )  # fmt: skip
     assert not outcome
     assert outcome.message.startswith("Failed to export the model with torch.export.")
 
@@ -199,16 +166,10 @@ def test_legacy_exporter_keeps_a_torchscript_batch_dynamic(
     made = pool.call(
         "torch", f"{TINY}:make_tiny", out_dir=str(work / "ts-view"), fmt="pt", view=True
     )
-    outcome = pool.call(
-        "torch",
-        "convdiff.runtime.tasks:convert",
-        src="torch",
-        dst="onnx",
-        src_path=made.value["path"],
-        out_dir=str(work / "ts-view-onnx"),
-        options={"torch_exporter": "torchscript"},
-        input_shape=[None, 3, 16, 16],
-    )
+    outcome = _convert(
+        pool, "torch", "onnx", made.value["path"], work / "ts-view-onnx", [None, 3, 16, 16],
+        torch_exporter="torchscript",
+    )  # fmt: skip
     assert outcome, outcome.message
     assert _batch_dim(outcome.value["path"]) == "symbolic"
     assert np.abs(_run(pool, "onnx", outcome.value["path"], images) - eager).max() < 1e-5

@@ -14,39 +14,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from convdiff.frameworks import FRAMEWORKS
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
+from tests.helpers import convert, ok
 from tests.tiny.keras_models import build_tiny_onnx
 
 KERAS = "tests.tiny.keras_models"
 
 
-def _ok(outcome: Any) -> Any:
-    assert outcome, f"{outcome.failure}: {outcome.message}\n{outcome.traceback}"
-    return outcome.value
-
-
-@pytest.fixture(scope="module")
-def tiny(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    out = tmp_path_factory.mktemp("tiny-keras")
-    return _ok(pool.call("tf", f"{KERAS}:build_tiny_cnn", out_dir=str(out)))
-
-
 @pytest.fixture(scope="module")
 def tiny_batch1(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("tiny-keras-batch1")
-    return _ok(pool.call("tf", f"{KERAS}:build_tiny_cnn", out_dir=str(out), batch_size=1))
+    return ok(pool.call("tf", f"{KERAS}:build_tiny_cnn", out_dir=str(out), batch_size=1))
 
 
 def _probe(pool: WorkerPool, framework: str, path: str) -> dict[str, Any]:
-    value = _ok(
-        pool.call(
-            FRAMEWORKS[framework].worker,
-            "convdiff.runtime.tasks:probe",
-            framework=framework,
-            path=path,
-        )
-    )
+    value = ok(client.probe(pool, framework, path))
     value.pop("load_seconds")
     return value
 
@@ -61,17 +44,8 @@ def _infer(
     batch_size: int = 8,
 ) -> np.ndarray:
     out = tmp / f"{framework}-{Path(path).stem}-y.npz"
-    value = _ok(
-        pool.call(
-            FRAMEWORKS[framework].worker,
-            "convdiff.runtime.tasks:infer",
-            framework=framework,
-            path=path,
-            inputs=inputs,
-            outputs=str(out),
-            layout=layout,
-            batch_size=batch_size,
-        )
+    value = ok(
+        client.infer(pool, framework, path, inputs, out, layout=layout, batch_size=batch_size)
     )
     with np.load(out) as data:
         y = data["y"]
@@ -86,17 +60,17 @@ def _reference(paths: dict[str, str]) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
 def test_keras_reproduces_its_builder(
-    pool: WorkerPool, tiny: dict[str, str], fmt: str, tmp_path: Path
+    pool: WorkerPool, keras_cnn: dict[str, str], fmt: str, tmp_path: Path
 ) -> None:
-    assert _probe(pool, "keras", tiny[fmt]) == {
+    assert _probe(pool, "keras", keras_cnn[fmt]) == {
         "input_shape": [None, 8, 8, 3],
         "input_dtype": "float32",
         "output_shape": [None, 5],
         "input_name": "image",
     }
-    y = _infer(pool, "keras", tiny[fmt], tiny["inputs"], tmp_path, batch_size=3)
+    y = _infer(pool, "keras", keras_cnn[fmt], keras_cnn["inputs"], tmp_path, batch_size=3)
     assert y.shape == (4, 5)
-    assert np.abs(y - _reference(tiny)).max() < 1e-6
+    assert np.abs(y - _reference(keras_cnn)).max() < 1e-6
 
 
 def test_keras_fixed_batch_is_fed_in_slices(
@@ -108,13 +82,13 @@ def test_keras_fixed_batch_is_fed_in_slices(
 
 
 def test_saved_model_serving_signature(
-    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+    pool: WorkerPool, keras_cnn: dict[str, str], tmp_path: Path
 ) -> None:
-    folder = _ok(
+    folder = ok(
         pool.call(
             "tf",
             f"{KERAS}:write_saved_model",
-            keras_path=tiny["keras"],
+            keras_path=keras_cnn["keras"],
             out_dir=str(tmp_path / "saved_model"),
         )
     )
@@ -124,42 +98,28 @@ def test_saved_model_serving_signature(
         "output_shape": [None, 5],
         "input_name": "image",
     }
-    y = _infer(pool, "tf", folder, tiny["inputs"], tmp_path)
-    assert np.abs(y - _reference(tiny)).max() < 1e-6
-
-
-def _to_tflite(pool: WorkerPool, keras_path: str, out_dir: Path) -> str:
-    return _ok(
-        pool.call(
-            "tf",
-            "convdiff.runtime.tasks:convert",
-            src="keras",
-            dst="tflite",
-            src_path=keras_path,
-            out_dir=str(out_dir),
-            options={},
-        )
-    )["path"]
+    y = _infer(pool, "tf", folder, keras_cnn["inputs"], tmp_path)
+    assert np.abs(y - _reference(keras_cnn)).max() < 1e-6
 
 
 def test_tflite_free_batch_is_resized(
-    pool: WorkerPool, tiny: dict[str, str], tmp_path: Path
+    pool: WorkerPool, keras_cnn: dict[str, str], tmp_path: Path
 ) -> None:
-    path = _to_tflite(pool, tiny["keras"], tmp_path)
+    path = convert(pool, "keras", "tflite", keras_cnn["keras"], tmp_path)
     assert _probe(pool, "tflite", path) == {
         "input_shape": [None, 8, 8, 3],
         "input_dtype": "float32",
         "output_shape": [None, 5],
         "input_name": "serving_default_image:0",
     }
-    y = _infer(pool, "tflite", path, tiny["inputs"], tmp_path, batch_size=3)
-    assert np.abs(y - _reference(tiny)).max() < 1e-5
+    y = _infer(pool, "tflite", path, keras_cnn["inputs"], tmp_path, batch_size=3)
+    assert np.abs(y - _reference(keras_cnn)).max() < 1e-5
 
 
 def test_tflite_fixed_batch_is_fed_in_slices(
     pool: WorkerPool, tiny_batch1: dict[str, str], tmp_path: Path
 ) -> None:
-    path = _to_tflite(pool, tiny_batch1["keras"], tmp_path)
+    path = convert(pool, "keras", "tflite", tiny_batch1["keras"], tmp_path)
     description = _probe(pool, "tflite", path)
     assert description["input_shape"] == [1, 8, 8, 3]
     assert description["output_shape"] == [1, 5]

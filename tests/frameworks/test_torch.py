@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
+from tests.helpers import eager_outputs, infer, torch_images
 
 TINY = "tests.tiny.torch_models"
 
@@ -15,37 +17,18 @@ TINY = "tests.tiny.torch_models"
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five seeded NHWC images for the tiny 3x16x16 model."""
-    path = tmp_path_factory.mktemp("torch-images") / "x.npz"
-    rng = np.random.default_rng(0)
-    tint = rng.uniform(-2, 2, size=(5, 1, 1, 3))  # one colour each, so the classes differ
-    x = (rng.normal(size=(5, 16, 16, 3)) + tint).astype(np.float32)
-    np.savez(path, x=x)
-    return path
+    return torch_images(tmp_path_factory.mktemp("torch-images") / "x.npz", 5)
 
 
 @pytest.fixture(scope="module")
 def eager(pool: WorkerPool, images: Path) -> np.ndarray:
     """The eager module's outputs: the reference every saved form must reproduce."""
-    out = images.parent / "eager.npz"
-    outcome = pool.call("torch", f"{TINY}:eager_outputs", inputs=str(images), outputs=str(out))
-    assert outcome, outcome.message
-    return np.load(out)["y"]
+    return eager_outputs(pool, images)
 
 
 def _predict(pool: WorkerPool, path: str, images: Path) -> np.ndarray:
     out = images.parent / f"{Path(path).stem}-y.npz"
-    outcome = pool.call(
-        "torch",
-        "convdiff.runtime.tasks:infer",
-        framework="torch",
-        path=path,
-        inputs=str(images),
-        outputs=str(out),
-        layout="NCHW",
-        batch_size=2,
-    )
-    assert outcome, outcome.message
-    return np.load(out)["y"]
+    return infer(pool, "torch", path, images, out, layout="NCHW", batch_size=2)
 
 
 def test_save_writes_pt2_with_a_dynamic_batch(pool: WorkerPool, tmp_path: Path) -> None:
@@ -57,9 +40,7 @@ def test_save_writes_pt2_with_a_dynamic_batch(pool: WorkerPool, tmp_path: Path) 
         "dynamic_batch": True,
         "fallback_reason": "",
     }
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
-    )
+    probe = client.probe(pool, "torch", saved.value["path"])
     assert probe, probe.message
     assert probe.value["input_shape"] == [None, 3, 16, 16]
     assert probe.value["output_shape"] == [None, 5]
@@ -69,10 +50,9 @@ def test_save_writes_pt2_with_a_dynamic_batch(pool: WorkerPool, tmp_path: Path) 
 
 
 def test_pt2_predicts_what_the_eager_module_does(
-    pool: WorkerPool, tmp_path: Path, images: Path, eager: np.ndarray
+    pool: WorkerPool, tiny_pt2: str, images: Path, eager: np.ndarray
 ) -> None:
-    saved = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(tmp_path))
-    y = _predict(pool, saved.value["path"], images)
+    y = _predict(pool, tiny_pt2, images)
     assert y.shape == (5, 5)
     assert np.abs(y - eager).max() < 1e-6
     assert len({int(i) for i in y.argmax(1)}) > 1  # the tiny model is not constant
@@ -82,9 +62,7 @@ def test_foreign_torchscript_has_no_shape_but_predicts(
     pool: WorkerPool, tmp_path: Path, images: Path, eager: np.ndarray
 ) -> None:
     saved = pool.call("torch", f"{TINY}:make_tiny", out_dir=str(tmp_path), fmt="pt")
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
-    )
+    probe = client.probe(pool, "torch", saved.value["path"])
     assert probe, probe.message
     assert probe.value["input_shape"] is None
     assert probe.value["output_shape"] is None
@@ -104,9 +82,7 @@ def test_unexportable_module_falls_back_to_torchscript(pool: WorkerPool, tmp_pat
         "torch.export (fixed batch)",
     ]
     assert all("GuardOnDataDependentSymNode" in r for r in reasons)
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
-    )
+    probe = client.probe(pool, "torch", saved.value["path"])
     # from the archive's shape record; a trace may bake its batch size in, so it says 1
     assert probe.value["input_shape"] == [1, 3, 16, 16]
     assert probe.value["output_shape"] == [1, 4 * 14 * 14]
@@ -119,9 +95,7 @@ def test_fixed_batch_program_predicts_in_chunks(
     assert saved, saved.message
     assert (saved.value["format"], saved.value["dynamic_batch"]) == ("torch.export", False)
     assert saved.value["fallback_reason"].startswith("torch.export (dynamic batch):")
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=saved.value["path"]
-    )
+    probe = client.probe(pool, "torch", saved.value["path"])
     assert probe.value["input_shape"] == [1, 3, 16, 16]
     assert np.abs(_predict(pool, saved.value["path"], images) - eager).max() < 1e-6
 
@@ -129,9 +103,7 @@ def test_fixed_batch_program_predicts_in_chunks(
 def test_state_dict_is_refused_with_a_fix(pool: WorkerPool, tmp_path: Path) -> None:
     outcome = pool.call("torch", f"{TINY}:save_state_dict", out_dir=str(tmp_path))
     assert outcome, outcome.message
-    probe = pool.call(
-        "torch", "convdiff.runtime.tasks:probe", framework="torch", path=outcome.value
-    )
+    probe = client.probe(pool, "torch", outcome.value)
     assert not probe
     assert probe.error_type == "ConvdiffError"
     assert probe.message == (

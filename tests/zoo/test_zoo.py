@@ -12,9 +12,10 @@ from PIL import Image
 
 from convdiff.core.errors import ConvdiffError, UnknownModelError
 from convdiff.inputs.preprocess import apply
-from convdiff.runtime.pool import WorkerPool
+from convdiff.runtime import client
+from convdiff.runtime.pool import TaskOutcome, WorkerPool
 from convdiff.zoo import ZooVariant, weights_plan, zoo_model, zoo_names
-from tests.helpers import ROOT
+from tests.helpers import ROOT, infer
 
 SKIMAGE_DATA = Path(sys.prefix) / "lib" / "python3.11" / "site-packages" / "skimage" / "data"
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg")
@@ -146,19 +147,24 @@ def test_catalog_imports_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def _build(
+    pool: WorkerPool,
+    name: str,
+    framework: str,
+    weights: str,
+    out_dir: Path,
+    calibration: Path | None = None,
+) -> TaskOutcome:
+    """Build a zoo model with seed 0; no calibration file: seeded noise calibrates BatchNorm."""
+    return client.build(pool, name, framework, weights, 0, calibration or "", out_dir)
+
+
 @pytest.mark.workers
 def test_missing_imagenet_weights_name_the_file(tmp_path: Path) -> None:
     """No internet here: the build says which file to place where (TORCH_HOME is empty)."""
     env = {"TORCH_HOME": str(tmp_path / "torch-home")}
     with WorkerPool(tmp_path / "logs", timeout=300, extra_env=env) as own:
-        outcome = own.call(
-            "torch",
-            "convdiff.zoo.build:build",
-            model="mobilenetv2",
-            framework="torch",
-            weights="imagenet",
-            out_dir=str(tmp_path / "out"),
-        )
+        outcome = _build(own, "mobilenetv2", "torch", "imagenet", tmp_path / "out")
     assert not outcome
     assert outcome.error_type == "ConvdiffError"
     target = tmp_path / "torch-home" / "hub" / "checkpoints" / "mobilenet_v2-7ebf99e0.pth"
@@ -196,29 +202,11 @@ def _build_and_run(
     calibration: Path | None = None,
 ) -> tuple[dict, np.ndarray]:
     variant = zoo_model(name).variant(framework)
-    built = pool.call(
-        variant.worker,
-        "convdiff.zoo.build:build",
-        model=name,
-        framework=framework,
-        weights=weights,
-        seed=0,
-        calibration=str(calibration) if calibration else None,
-        out_dir=str(tmp_path / f"{name}-{framework}"),
-    )
+    built = _build(pool, name, framework, weights, tmp_path / f"{name}-{framework}", calibration)
     assert built, built.message
     out = tmp_path / f"{name}-{framework}-y.npz"
-    ran = pool.call(
-        variant.worker,
-        "convdiff.runtime.tasks:infer",
-        framework=framework,
-        path=built.value["path"],
-        inputs=str(images),
-        outputs=str(out),
-        layout=variant.preprocess.layout,
-    )
-    assert ran, ran.message
-    return built.value, np.load(out)["y"]
+    layout = variant.preprocess.layout
+    return built.value, infer(pool, framework, built.value["path"], images, out, layout=layout)
 
 
 def _assert_not_degenerate(y: np.ndarray) -> None:
@@ -291,14 +279,7 @@ def test_keras_mobilenetv2_random_is_not_degenerate(pool: WorkerPool, tmp_path: 
 def test_missing_keras_weights_name_the_file(tmp_path: Path) -> None:
     env = {"KERAS_HOME": str(tmp_path / "keras-home")}
     with WorkerPool(tmp_path / "logs", timeout=600, extra_env=env) as own:
-        outcome = own.call(
-            "tf",
-            "convdiff.zoo.build:build",
-            model="inceptionv3",
-            framework="keras",
-            weights="imagenet",
-            out_dir=str(tmp_path / "out"),
-        )
+        outcome = _build(own, "inceptionv3", "keras", "imagenet", tmp_path / "out")
     assert not outcome
     assert outcome.error_type == "ConvdiffError"
     assert outcome.message.startswith(
