@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from convdiff.commands.localize.imports import import_via_pool, keras_route
 from convdiff.ir import tflite_quant
 from convdiff.ir.align import align, param_diffs
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
-from tests.helpers import convert
-from tests.tiny.faults import fault_base
-from tests.tiny.ir_models import tiny_rich_cnn
+from tests.helpers import convert, infer
 
 REFUSAL = (
     "OpNotImplemented: The following operators are likely to have dynamic range quantization: "
@@ -47,30 +45,15 @@ def _assert_same(a: CanonicalGraph, b: CanonicalGraph) -> None:
     assert diffs and max(diffs.values()) < 1e-5, diffs
 
 
-@pytest.fixture(scope="module")
-def rich(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_rich_cnn(tmp_path_factory.mktemp("rich") / "rich.onnx")
-
-
-@pytest.fixture(scope="module")
-def keras_cnn(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    out = tmp_path_factory.mktemp("kcnn")
-    built = pool.call("tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(out))
-    assert built, built.message
-    return built.value
-
-
 def test_onnx_direct_equals_onnx2keras_then_tflite(
-    pool: WorkerPool, rich: Path, tmp_path: Path
+    pool: WorkerPool, rich_onnx: Path, rich_tflite: str, tmp_path: Path
 ) -> None:
     """NCHW ONNX (conv+BN+ReLU6+maxpool, conv+ReLU+avgpool, flatten 3x3, dense) imported
     directly vs converted by onnx2keras and TFLiteConverter: the TFLite graph has explicit pads,
     NCHW<->NHWC transposes around every conv and pool, BN folded, a run-time computed Flatten
     shape; after canonicalization the two are the same graph."""
-    keras_path = convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
-    tflite_path = convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
-    direct = _imported(pool, "onnx", str(rich), tmp_path / "tvm-onnx")
-    routed = _imported(pool, "tflite", tflite_path, tmp_path / "tvm-tflite")
+    direct = _imported(pool, "onnx", str(rich_onnx), tmp_path / "tvm-onnx")
+    routed = _imported(pool, "tflite", rich_tflite, tmp_path / "tvm-tflite")
     assert direct.ops() == [
         "conv2d", "add", "batch_norm", "maximum", "minimum", "pool_max", "conv2d", "add", "relu",
         "pool_avg", "flatten", "dense", "add", "softmax",
@@ -104,11 +87,10 @@ def test_keras_through_tflite_equals_keras_through_tf2onnx(
 
 
 def test_a_keras_model_whose_route_fails_takes_the_other_route(
-    pool: WorkerPool, tmp_path: Path
+    pool: WorkerPool, base: Path, tmp_path: Path
 ) -> None:
     """onnx2keras' channels_first model of the fault base: TVM's TFLite frontend fails on the
     TFLiteConverter's file (expand_dims), so the import takes the tf2onnx route and says why."""
-    base = fault_base(tmp_path / "base.onnx")
     keras_path = convert(pool, "onnx", "keras", str(base), tmp_path / "keras")
     graph, info = import_via_pool(pool, "keras", keras_path, tmp_path / "tvm", route="tflite")
     assert graph is not None, info.get("error")
@@ -121,15 +103,9 @@ def test_a_keras_model_whose_route_fails_takes_the_other_route(
 
 
 def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(
-    pool: WorkerPool, tmp_path: Path
+    pool: WorkerPool, keras_cnn_q: dict[str, str], dynamic_range_tflite: str, tmp_path: Path
 ) -> None:
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
-    )
-    assert built, built.message
-    q_path = convert(
-        pool, "keras", "tflite", built.value["keras"], tmp_path / "q", tflite_opt="dynamic-range"
-    )
+    q_path = dynamic_range_tflite
     report = tflite_quant.read(q_path)
     assert [(t.name, t.dtype, t.shape, t.consumers) for t in report.quantized] == [
         ("tiny_cnn_1/conv_1/convolution", "INT8", [48, 3, 3, 3], ["CONV_2D#0"])
@@ -142,7 +118,7 @@ def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(
     with np.load(tmp_path / "tvm-q" / "quant.npz") as evidence:
         np.testing.assert_array_equal(evidence["tiny_cnn_1/conv_1/convolution/q"], kernel.values)
     # the float original: the same Keras model through tf2onnx (BN folded by canonicalization)
-    original = _imported(pool, "keras", built.value["keras"], tmp_path / "f", route="onnx")
+    original = _imported(pool, "keras", keras_cnn_q["keras"], tmp_path / "f", route="onnx")
     a, b = canonicalize(quantized), canonicalize(original)
     alignment = align(a, b)
     assert alignment and alignment.unmatched == []
@@ -156,32 +132,17 @@ def test_dynamic_range_tflite_refused_then_read_from_the_flatbuffer(
     np.testing.assert_array_equal(dense_a.params["weight"], dense_b.params["weight"])
 
 
-def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path: Path) -> None:
+def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich_onnx: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     inputs = tmp_path / "x.npz"
     np.savez(inputs, x=rng.uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32))
-    ran = pool.call(
-        "tvm",
-        "convdiff.ir.tvm_import:run_tvm",
-        framework="onnx",
-        path=str(rich),
-        inputs_npz=str(inputs),
-        outputs_npz=str(tmp_path / "tvm.npz"),
-    )
+    ran = client.run_tvm(pool, "onnx", rich_onnx, inputs, tmp_path / "tvm.npz")
     assert ran, ran.message
     assert ran.value["layout"] == "NCHW" and ran.value["output_shape"] == [3, 5]
-    ort = pool.call(
-        "onnx",
-        "convdiff.runtime.tasks:infer",
-        framework="onnx",
-        path=str(rich),
-        inputs=str(inputs),
-        outputs=str(tmp_path / "ort.npz"),
-    )
-    assert ort, ort.message
-    with np.load(tmp_path / "tvm.npz") as t, np.load(tmp_path / "ort.npz") as o:
-        assert np.abs(t["y"] - o["y"]).max() < 1e-5
-        assert (t["y"].argmax(1) == o["y"].argmax(1)).all()
+    ort = infer(pool, "onnx", rich_onnx, inputs, tmp_path / "ort.npz")
+    with np.load(tmp_path / "tvm.npz") as t:
+        assert np.abs(t["y"] - ort).max() < 1e-5
+        assert (t["y"].argmax(1) == ort.argmax(1)).all()
     print(
         f"TVM compile {ran.value['compile_seconds']:.2f} s, "
         f"run {ran.value['run_seconds'] * 1000:.1f} ms for 3 images"
@@ -189,28 +150,25 @@ def test_run_tvm_agrees_with_onnxruntime(pool: WorkerPool, rich: Path, tmp_path:
 
 
 def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_layouts(
-    pool: WorkerPool, rich: Path, tmp_path: Path
+    pool: WorkerPool, rich_onnx: Path, rich_tflite: str, tmp_path: Path
 ) -> None:
     """The NCHW ONNX model and its NHWC TFLite conversion, each compiled once: every aligned
     layer's activation (logical NCHW) agrees within the activation tolerance, the input is
     the fed images in NCHW, the last tensor is the output; ids are import_graph's."""
     from convdiff.stages import StageContext, activations
 
-    keras_path = convert(pool, "onnx", "keras", str(rich), tmp_path / "keras")
-    tflite_path = convert(pool, "keras", "tflite", keras_path, tmp_path / "tflite")
     x = np.random.default_rng(2).uniform(-1, 1, (3, 12, 12, 3)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)
-    a = canonicalize(_imported(pool, "onnx", str(rich), tmp_path / "ga"))
-    b = canonicalize(_imported(pool, "tflite", tflite_path, tmp_path / "gb"))
+    a = canonicalize(_imported(pool, "onnx", str(rich_onnx), tmp_path / "ga"))
+    b = canonicalize(_imported(pool, "tflite", rich_tflite, tmp_path / "gb"))
     matched = activations.pairs(StageContext(a, b, align(a, b)))
     acts = []
-    for side, (fw, path, graph) in enumerate((("onnx", rich, a), ("tflite", tflite_path, b))):
+    for side, (fw, path, graph) in enumerate((("onnx", rich_onnx, a), ("tflite", rich_tflite, b))):
         layers = [graph[p[side]].tensor for p in matched if graph[p[side]].tensor]
-        ran = pool.call(
-            "tvm", "convdiff.ir.tvm_import:run_tvm", framework=fw, path=str(path),
-            inputs_npz=str(tmp_path / "x.npz"), outputs_npz=str(tmp_path / f"y{side}.npz"),
+        ran = client.run_tvm(
+            pool, fw, path, tmp_path / "x.npz", tmp_path / f"y{side}.npz",
             layers=[*layers, "nonexistent"], images=[0, 2],
-            activations_npz=str(tmp_path / f"act{side}.npz"),
+            activations_npz=tmp_path / f"act{side}.npz",
         )  # fmt: skip
         assert ran, ran.message
         assert ran.value["activations"]["missing"] == ["nonexistent"]
@@ -227,11 +185,11 @@ def test_one_compile_gives_outputs_and_logical_activations_that_agree_across_lay
     assert max(r["divergence"] for r in rows) < 1e-5
 
 
-def test_torch_export_imports_in_the_tvm_worker(pool: WorkerPool, tmp_path: Path) -> None:
+def test_torch_export_imports_in_the_tvm_worker(
+    pool: WorkerPool, tiny_pt2: str, tmp_path: Path
+) -> None:
     """from_exported_program needs torch beside TVM: the tvm worker imports both (never TF)."""
-    made = pool.call("torch", "tests.tiny.torch_models:make_tiny", out_dir=str(tmp_path))
-    assert made, made.message
-    graph = _imported(pool, "torch", made.value["path"], tmp_path / "tvm")
+    graph = _imported(pool, "torch", tiny_pt2, tmp_path / "tvm")
     canon = canonicalize(graph)
     assert canon.ops() == ["conv2d", "relu", "pool_max", "pool_global_avg", "dense"]
     assert canon.layers[1].folded == ["add lv2", "batch_norm lv3 epsilon=1e-05"]

@@ -18,15 +18,9 @@ from onnx import numpy_helper
 from convdiff.commands.localize.flow import LocalizeConfig, localize
 from convdiff.core.progress import Progress
 from convdiff.runtime.pool import WorkerPool
-from tests.tiny.faults import fault_base, inject
-from tests.tiny.ir_models import tiny_rich_cnn
+from tests.tiny.faults import inject
 
 RUNS = ["x-source.npz", "y-source.npz", "y-target.npz", "y-target-tvm.npz"]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fault_base(tmp_path_factory.mktemp("faults") / "base.onnx")
 
 
 def _localize(pool: WorkerPool, source: Path, target: Path, out: Path):
@@ -115,22 +109,16 @@ def test_models_that_agree_get_no_divergence_and_a_clear_note(
 
 
 def test_a_keras_source_is_read_through_its_float_conversion_in_logical_layout(
-    pool: WorkerPool, tmp_path: Path
+    pool: WorkerPool, rich_onnx: Path, rich_keras: str, tmp_path: Path
 ) -> None:
     """Keras (NHWC, via the TFLiteConverter) against an NCHW ONNX file whose second conv's
     kernel is transposed: the layers before it agree to float noise across layouts, the
     conv is the first to part; 13 images disagree, 4 are compared and the note says so."""
-    source = tiny_rich_cnn(tmp_path / "rich.onnx")
-    model = onnx.load(source)
+    model = onnx.load(rich_onnx)
     w2 = next(i for i in model.graph.initializer if i.name == "w2")
     w2.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w2).transpose(0, 1, 3, 2), "w2"))
     onnx.save(model, tmp_path / "t.onnx")
-    keras = pool.call(
-        "tf", "convdiff.runtime.tasks:convert", src="onnx", dst="keras", src_path=str(source),
-        out_dir=str(tmp_path / "k"), options={},
-    )  # fmt: skip
-    assert keras, keras.message
-    report = _localize(pool, Path(keras.value["path"]), tmp_path / "t.onnx", tmp_path / "out")
+    report = _localize(pool, Path(rich_keras), tmp_path / "t.onnx", tmp_path / "out")
     found = report.findings[-1]
     # the Keras layer (onnx2keras names it after the ONNX node), not its conversion's op
     assert (found.kind, found.source_layer, found.target_layer) == ("first_divergence", "c2", "c2")

@@ -22,16 +22,10 @@ from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.findings import STAGES
-from tests.tiny.faults import FAULTS, fault_base, inject
-from tests.tiny.ir_models import tiny_rich_cnn
+from tests.tiny.faults import FAULTS, inject
 from tests.tiny.onnx_models import tiny_classifier
 
 REPORT_KEYS = {"stage", "kind", "source_layer", "target_layer", "evidence", "suggestion"}
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fault_base(tmp_path_factory.mktemp("faults") / "base.onnx")
 
 
 def _localize(pool: WorkerPool, source: Path | str, target: Path | str, out: Path, **kw):
@@ -63,44 +57,25 @@ def test_the_same_model_gives_no_finding(pool: WorkerPool, base: Path, tmp_path:
     assert report.alignment["pairs"] == 10 and report.alignment["unmatched"] == 0
 
 
-def test_a_clean_float_conversion_gives_no_finding(pool: WorkerPool, tmp_path: Path) -> None:
+def test_a_clean_float_conversion_gives_no_finding(
+    pool: WorkerPool, rich_onnx: Path, rich_tflite: str, tmp_path: Path
+) -> None:
     """ONNX -> onnx2keras -> TFLiteConverter (float): explicit pads, NHWC transposes and folded
     BatchNorm in the target; none of it is a finding."""
-    source = tiny_rich_cnn(tmp_path / "rich.onnx")
-    keras = pool.call(
-        "tf", "convdiff.runtime.tasks:convert", src="onnx", dst="keras", src_path=str(source),
-        out_dir=str(tmp_path / "k"), options={},
-    )  # fmt: skip
-    assert keras, keras.message
-    tflite = pool.call(
-        "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
-        src_path=keras.value["path"], out_dir=str(tmp_path / "t"), options={},
-    )  # fmt: skip
-    assert tflite, tflite.message
-    report = _localize(pool, source, tflite.value["path"], tmp_path / "out")
+    report = _localize(pool, rich_onnx, rich_tflite, tmp_path / "out")
     assert report.findings == [] and report.exit_code == 0
     assert report.alignment["pairs"] == 10 and report.alignment["unmatched"] == 0
 
 
 def test_dynamic_range_tflite_has_precision_loss_exactly_on_its_int8_layers(
-    pool: WorkerPool, tmp_path: Path
+    pool: WorkerPool, keras_cnn_q: dict[str, str], dynamic_range_tflite: str, tmp_path: Path
 ) -> None:
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
-    )
-    assert built, built.message
-    converted = pool.call(
-        "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
-        src_path=built.value["keras"], out_dir=str(tmp_path / "q"),
-        options={"tflite_opt": "dynamic-range"},
-    )  # fmt: skip
-    assert converted, converted.message
-    q_path = converted.value["path"]
+    q_path = dynamic_range_tflite
     int8 = tflite_quant.read(q_path).quantized
     assert [(t.name, t.consumers) for t in int8] == [
         ("tiny_cnn_1/conv_1/convolution", ["CONV_2D#0"])
     ]
-    report = _localize(pool, built.value["keras"], q_path, tmp_path / "out")
+    report = _localize(pool, keras_cnn_q["keras"], q_path, tmp_path / "out")
     assert [(f.stage, f.kind, f.evidence["param"]) for f in report.findings] == [
         ("weights", "precision", "weight")
     ]

@@ -17,22 +17,10 @@ from convdiff.core.progress import Progress
 from convdiff.frameworks import package_version
 from convdiff.metrics import PairMetrics
 from convdiff.runtime.pool import WorkerPool
-from convdiff.stages.tools import hop_findings, runtime_findings
-from tests.tiny.faults import fault_base, inject
-from tests.tiny.onnx_models import tiny_classifier
+from tests.tiny.faults import inject
 
 ORT = f"ONNX (onnxruntime) {package_version('onnxruntime')}"
 TVM = f"TVM {package_version('apache-tvm')}"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_classifier(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fault_base(tmp_path_factory.mktemp("faults") / "base.onnx")
 
 
 def _localize(pool: WorkerPool, source: Path, target: Path, out: Path, **kw):
@@ -43,10 +31,10 @@ def _localize(pool: WorkerPool, source: Path, target: Path, out: Path, **kw):
 
 
 def test_a_preprocessing_mismatch_is_an_inputs_finding_with_both_pipelines(
-    pool: WorkerPool, tiny: Path, tmp_path: Path
+    pool: WorkerPool, tiny_onnx: Path, tmp_path: Path
 ) -> None:
     report = _localize(
-        pool, tiny, tiny, tmp_path / "o", stages=("inputs", "tools"),
+        pool, tiny_onnx, tiny_onnx, tmp_path / "o", stages=("inputs", "tools"),
         preprocess="imagenet", target_preprocess="caffe",
     )  # fmt: skip
     assert [(f.stage, f.kind) for f in report.findings] == [
@@ -89,10 +77,10 @@ def test_a_preprocessing_mismatch_is_an_inputs_finding_with_both_pipelines(
 
 
 def test_the_same_preprocessing_is_agreement_and_no_fault(
-    pool: WorkerPool, tiny: Path, tmp_path: Path
+    pool: WorkerPool, tiny_onnx: Path, tmp_path: Path
 ) -> None:
     report = _localize(
-        pool, tiny, tiny, tmp_path / "o", stages=("inputs",), preprocess="imagenet",
+        pool, tiny_onnx, tiny_onnx, tmp_path / "o", stages=("inputs",), preprocess="imagenet",
         target_preprocess="imagenet", limit=4,
     )  # fmt: skip
     assert [(f.stage, f.kind) for f in report.findings] == [("inputs", "agreement")]
@@ -127,45 +115,6 @@ def test_a_wrong_file_on_two_agreeing_runtimes_is_the_converters_fault(
     assert disagreeing["images"] == 16 and disagreeing["top1_discrepancy"] == 6.25
     assert found.evidence["tvm_vs_source"]["images"] == 4
     assert found.evidence["tvm_vs_source"]["top1_discrepancy"] == 25.0
-
-
-def _evidence(native_vs_tvm: dict, **extra: object) -> dict:
-    far = {"images": 16, "top1_discrepancy": 12.5, "max_abs_diff": 0.2}
-    return {
-        "runtime": "TFLite (LiteRT)", "runtime_version": "2.1.0", "tvm_version": "0.27",
-        "scale": 1.0, "native_vs_tvm": native_vs_tvm, "native_vs_source": far,
-        "tvm_vs_source": {"images": 16, "top1_discrepancy": 0.0, "max_abs_diff": 1e-7},
-        **extra,
-    }  # fmt: skip
-
-
-def test_runtimes_that_disagree_on_one_file_blame_the_runtime() -> None:
-    apart = {"images": 16, "top1_discrepancy": 12.5, "max_abs_diff": 0.2}
-    [found] = runtime_findings(_evidence(apart))
-    assert (found.stage, found.kind) == ("tools", "runtime")
-    assert found.summary == (
-        "the target file runs differently on TFLite (LiteRT) 2.1.0 than on TVM 0.27 (top-1 "
-        "12.5%, max abs diff 0.2): the fault is in TFLite (LiteRT) 2.1.0"
-    )
-    twin = "its float twin (TVM refused the file; int8 weights dequantized)"
-    [found] = runtime_findings(_evidence(apart, tvm_ran=twin))
-    assert found.summary.endswith(
-        f"the fault is in TFLite (LiteRT) 2.1.0's kernels (TVM ran {twin}; the difference is "
-        "the runtime's hybrid int8 kernels quantizing activations on the fly)"
-    )
-    # below the tolerance (1e-3 of the largest output): the runtimes agree, the file is wrong
-    close = {"images": 16, "top1_discrepancy": 0.0, "max_abs_diff": 9e-4}
-    assert [f.kind for f in runtime_findings(_evidence(close, tvm_vs_source=apart))] == [
-        "converter"
-    ]
-    # a dynamic-range file: int8 kernels and int8 weights, each its own finding
-    both = runtime_findings(_evidence(apart, tvm_ran=twin, tvm_vs_source=apart))
-    assert [f.kind for f in both] == ["runtime", "converter"]
-    assert both[1].summary == (
-        "on TVM 0.27 the target file also departs from the source (top-1 12.5%, max abs diff "
-        "0.2): the fault is in the file, made by the converter that wrote the target"
-    )
-    assert runtime_findings(_evidence(None)) == []  # no TVM run: nothing to judge
 
 
 # -- tools: which hop of a run lost agreement -------------------------------------------------
@@ -211,35 +160,15 @@ def test_the_run_reports_first_disagreeing_hop_is_named_with_tool_version_option
     )
 
 
-def test_a_crashed_hop_and_an_agreeing_chain() -> None:
-    crash = Crash("convert", "TFLiteConverter", "2.21.0", "ConverterError: op FlexFoo")
-    chain = {
-        "path": "r.json", "max_discrepancy": 0.0,
-        "hops": [{"index": 1, "src": "onnx", "dst": "keras", "tool": "onnx2keras",
-                  "version": "0.0.24", "options": {}, "artifact": None,
-                  "top1_discrepancy": 0.0, "max_abs_diff": 0.0, "crash": None}],
-    }  # fmt: skip
-    [found] = hop_findings(chain)
-    assert (found.kind, found.summary) == (
-        "agreement",
-        "every hop of the run (1) agrees with the source within 0% top-1",
-    )
-    chain["hops"][0]["crash"] = f"{crash.failure}: {crash.message}"
-    [found] = hop_findings(chain)
-    assert (found.kind, found.summary) == (
-        "crash",
-        "hop 1 (onnx -> keras, onnx2keras 0.0.24, options {}) crashed: exception: "
-        "ConverterError: op FlexFoo",
-    )
-
-
 # -- CLI -------------------------------------------------------------------------------------
 
 
 @pytest.mark.workers
-def test_cli_inputs_options_and_bad_run_reports(tiny: Path, tmp_path: Path) -> None:
+def test_cli_inputs_options_and_bad_run_reports(tiny_onnx: Path, tmp_path: Path) -> None:
     def invoke(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(cli, ["localize", str(tiny), str(tiny), *args, "--quiet"])
+        result = CliRunner().invoke(
+            cli, ["localize", str(tiny_onnx), str(tiny_onnx), *args, "--quiet"]
+        )
         return result.exit_code, result.stdout, result.stderr
 
     code, out, err = invoke(

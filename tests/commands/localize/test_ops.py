@@ -26,6 +26,7 @@ import pytest
 from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, LocalizeReport, localize
 from convdiff.core.progress import Progress
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from tests.helpers import convert
 from tests.tiny.real_patterns import (
@@ -67,14 +68,7 @@ def test_a_pad_node_imported_as_relax_pad_still_runs_on_tvm(
     outputs = {}
     for name, in_conv in (("pad_node", False), ("pads_in_conv", True)):
         model = tiny_stride2_pad(tmp_path / f"{name}.onnx", in_conv=in_conv)
-        ran = pool.call(
-            "tvm",
-            "convdiff.ir.tvm_import:run_tvm",
-            framework="onnx",
-            path=str(model),
-            inputs_npz=str(tmp_path / "x.npz"),
-            outputs_npz=str(tmp_path / f"{name}.npz"),
-        )
+        ran = client.run_tvm(pool, "onnx", model, tmp_path / "x.npz", tmp_path / f"{name}.npz")
         assert ran, ran.message
         with np.load(tmp_path / f"{name}.npz") as data:
             outputs[name] = data["y"]
@@ -150,13 +144,7 @@ def test_a_gather_at_a_constant_index_is_one_take(pool: WorkerPool, tmp_path: Pa
     # the .pt2 import of torchvision's InceptionV3 has take(x, 0); TVM's ONNX Gather converter
     # wrapped the index in shape_of/less/where arithmetic and nothing aligned after it
     model = tiny_channel_gather(tmp_path / "gather.onnx")
-    imported = pool.call(
-        "tvm",
-        "convdiff.ir.tvm_import:import_graph",
-        framework="onnx",
-        path=str(model),
-        out_dir=str(tmp_path / "ir"),
-    )
+    imported = client.import_graph(pool, "onnx", model, tmp_path / "ir")
     assert imported, imported.message
     graph = CanonicalGraph.load(Path(imported.value["graph"]))
     others = [layer.attrs["tvm_op"] for layer in graph.layers if layer.op == "other"]
