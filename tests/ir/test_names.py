@@ -5,7 +5,7 @@ which name every injected fault's layer as its file does."""
 
 from __future__ import annotations
 
-from convdiff.ir.names import FileOp, pair_ops
+from convdiff.ir.names import FileOp, keras_names, pair_ops
 
 
 def _conv(name: str, index: int, size: int | None) -> FileOp:
@@ -41,3 +41,31 @@ def test_a_side_without_sizes_pairs_in_order() -> None:
     assert pair_ops(ops, [("L1", 72), ("L2", 27)]) == [("L1", ops[0]), ("L2", ops[1])]
     sized = [_conv("a", 0, 27), _conv("b", 1, 72)]
     assert pair_ops(sized, [("L1", None), ("L2", 27)]) == [("L1", sized[0]), ("L2", sized[1])]
+
+
+def test_keras_names_map_conversion_ops_onto_layers() -> None:
+    classes = {
+        "image": "InputLayer",
+        "conv": "Conv2D",
+        "conv_1": "Conv2D",
+        "bn": "BatchNormalization",
+    }
+    classes |= {"relu": "ReLU", "dense": "Dense", "softmax": "Softmax"}
+    ops = [
+        FileOp(*op)
+        for op in (
+            # TFLite fuses BN and ReLU into the conv: the op's name holds all three scopes
+            ("conv2d", "m_1/relu_1/Relu;m_1/bn_1/batchnorm/add_1;m_1/conv_1/convolution", 0),
+            # the second conv, "conv_1", under TF's "_1" suffix: its scope is conv_1_1
+            ("conv2d", "m_1/conv_1_1/convolution;m_1/conv_1_1/BiasAdd", 1),
+            ("dense", "m_1/dense_1/MatMul;m_1/dense_1/BiasAdd", 2),
+            ("softmax", "StatefulPartitionedCall_1:0", 3),
+            ("relu", "StatefulPartitionedCall/m_1/relu_1/Relu", 4),
+        )
+    ]
+    assert keras_names(ops, classes) == {
+        ops[0][1]: "conv",
+        ops[1][1]: "conv_1",
+        ops[2][1]: "dense",
+        ops[4][1]: "relu",
+    }

@@ -1,6 +1,7 @@
 """Patch appliers: ONNX edits checked value by value and by onnxruntime against the unfaulted
 model; TFLite int8 weights set back to float checked by LiteRT (in its worker) against the
-float conversion; refusals (another model, overwriting the input); byte-identical reruns."""
+float conversion; refusals (another model, overwriting the input); byte-identical reruns; the
+Keras and torch appliers' tensors and the edits they cannot express."""
 
 from __future__ import annotations
 
@@ -21,14 +22,11 @@ from convdiff.core.errors import ConvdiffError
 from convdiff.core.progress import Progress
 from convdiff.ir import tflite_quant
 from convdiff.repair import Edit, Patch, apply_edits, apply_patch, read_tensor
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
-from tests.tiny.faults import fault_base, inject
+from tests.helpers import convert, infer, ok
+from tests.tiny.faults import inject
 from tests.tiny.repair_models import clip_opset10, dequantized_weight, matmul_add, shared_weight
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fault_base(tmp_path_factory.mktemp("repair") / "base.onnx")
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -316,44 +314,27 @@ def test_the_input_is_never_overwritten(base: Path, tmp_path: Path) -> None:
 # -- TFLite -----------------------------------------------------------------------------------
 
 
-def _ok(outcome: Any) -> Any:
-    assert outcome, f"{outcome.failure}: {outcome.message}\n{outcome.traceback}"
-    return outcome.value
-
-
 @pytest.fixture(scope="module")
-def tflite_pair(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def tflite_pair(
+    pool: WorkerPool,
+    keras_cnn_q: dict[str, str],
+    dynamic_range_tflite: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
     """The tiny Keras CNN with 48 filters (its conv kernel is quantized by dynamic range),
-    converted three times: float, dynamic-range and float16."""
+    converted three times: float and float16 here, dynamic-range once a session."""
     out = tmp_path_factory.mktemp("tflite-repair")
-    built = _ok(
-        pool.call("tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(out), filters=48)
-    )
-    paths = {"inputs": built["inputs"], "keras": built["keras"]}
-    for opt in ("none", "dynamic-range", "float16"):
-        converted = pool.call(
-            "tf", "convdiff.runtime.tasks:convert", src="keras", dst="tflite",
-            src_path=built["keras"], out_dir=str(out / opt), options={"tflite_opt": opt},
-        )  # fmt: skip
-        paths[opt] = _ok(converted)["path"]
+    paths = {"inputs": keras_cnn_q["inputs"], "keras": keras_cnn_q["keras"]}
+    paths["dynamic-range"] = dynamic_range_tflite
+    for opt in ("none", "float16"):
+        paths[opt] = convert(
+            pool, "keras", "tflite", keras_cnn_q["keras"], out / opt, tflite_opt=opt
+        )
     return paths
 
 
 def _litert(pool: WorkerPool, path: Path | str, inputs: str) -> np.ndarray:
-    outputs = Path(path).with_suffix(".y.npz")
-    _ok(
-        pool.call(
-            "litert",
-            "convdiff.runtime.tasks:infer",
-            framework="tflite",
-            path=str(path),
-            inputs=inputs,
-            outputs=str(outputs),
-            layout="NHWC",
-        )  # fmt: skip
-    )
-    with np.load(outputs) as data:
-        return data["y"]
+    return infer(pool, "tflite", path, inputs, Path(path).with_suffix(".y.npz"), layout="NHWC")
 
 
 def _first(path: Path | str, kind: str) -> str:
@@ -590,3 +571,58 @@ def test_tflite_lost_fused_activation_is_repaired_end_to_end(
     assert report.verify["after"]["max_abs_diff"] <= 1e-6
     fixed = tflite_quant.ops_of(tflite_quant.unpack(tmp_path / "fixed.tflite"), "CONV_2D")[0]
     assert fixed.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU
+
+
+# -- Keras and torch: the appliers run in the frameworks' own workers ---------------------------
+
+
+def test_read_tensor_gives_the_frameworks_own_layouts(
+    pool: WorkerPool, keras_cnn: dict[str, str], torch_source: Path
+) -> None:
+    keras_source = Path(keras_cnn["keras"])
+    assert read_tensor("keras", keras_source, "conv", "weight", pool).shape == (3, 3, 3, 4)  # HWIO
+    assert read_tensor("keras", keras_source, "dense", "weight", pool).shape == (4, 5)  # [in, out]
+    assert read_tensor("keras", keras_source, "bn", "bias", pool).shape == (4,)  # beta
+    assert read_tensor("keras", keras_source, "relu", "weight", pool) is None
+    assert read_tensor("torch", torch_source, "conv1", "weight", pool).shape == (8, 3, 3, 3)
+    assert read_tensor("torch", torch_source, "fc", "weight", pool).shape == (5, 8)
+    assert read_tensor("torch", torch_source, "pool", "weight", pool) is None
+
+
+def test_edits_a_framework_cannot_express_are_skipped_with_reasons(
+    pool: WorkerPool, keras_cnn: dict[str, str], torch_source: Path, tmp_path: Path
+) -> None:
+    keras_source = Path(keras_cnn["keras"])
+    keras_edits = [
+        Edit("set_attr", "conv", "pads", [0, 0, 2, 2]),
+        Edit("set_attr", "conv", "strides", [2, 2]),
+        Edit("remove_node", "relu"),
+        Edit("set_attr", "nowhere", "epsilon", 0.1),
+    ]
+    result = apply_edits("keras", keras_source, keras_edits, {}, tmp_path / "k.keras", pool)
+    assert [e.field for e in result.applied] == ["strides"]
+    reasons = [s.reason for s in result.skipped]
+    assert "neither 'same' nor 'valid'" in reasons[0]
+    assert reasons[1:] == [
+        "removing a layer is not written for Keras models",
+        "no layer named 'nowhere' in the model",
+    ]
+    torch_edits = [
+        Edit("set_attr", "conv2", "pads", [0, 0, 1, 1]),
+        Edit("set_attr", "pool", "strides", [1, 1]),
+        Edit("set_tensor", "fc", "weight", "w"),
+        Edit("remove_node", "relu2"),
+    ]
+    tensors = {"w": np.zeros((5, 9), np.float32)}
+    result = apply_edits("torch", torch_source, torch_edits, tensors, tmp_path / "t.pt2", pool)
+    assert [f"{e.layer}.{e.field}" for e in result.applied] == ["pool.strides", "relu2."]
+    ops = ok(client.torch_file_ops(pool, result.out))
+    assert [name for _, name, _ in ops] == ["conv1", "bn1", "relu", "pool", "conv2", "gap", "fc"]
+    assert [s.reason.split(":")[0] for s in result.skipped] == [
+        "torch pads both sides alike; [0, 0, 1, 1] needs an explicit F.pad",
+        "fc.weight has shape [5, 8], the patch [5, 9]",
+    ]
+    with pytest.raises(ConvdiffError, match="refusing to overwrite"):
+        apply_edits("torch", torch_source, [], {}, torch_source, pool)
+    with pytest.raises(ConvdiffError, match="writes .keras files"):
+        apply_edits("keras", keras_source, [], {}, tmp_path / "k.h5", pool)

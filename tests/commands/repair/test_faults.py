@@ -23,7 +23,8 @@ from convdiff.commands.localize.flow import LocalizeConfig
 from convdiff.commands.repair.flow import RepairConfig, repair
 from convdiff.core.progress import Progress
 from convdiff.runtime.pool import WorkerPool
-from tests.tiny.faults import FAULTS, fault_base, inject
+from tests.helpers import patch_apply_twice
+from tests.tiny.faults import FAULTS, inject
 
 # the edit(s) each fault needs: "<node>.<field>"
 EDITS = {
@@ -47,11 +48,6 @@ EDITS = {
     "dropped_activation": ["conv2.relu"],
     "swapped_layers": ["avgpool.after"],
 }
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fault_base(tmp_path_factory.mktemp("faults") / "base.onnx")
 
 
 DEFAULTS = {"ceil_mode": 0, "count_include_pad": 0, "auto_pad": b"NOTSET"}
@@ -137,13 +133,7 @@ def test_cli_repair_and_patch_apply(base: Path, tmp_path: Path) -> None:
     assert "convdiff repair faulty.onnx against base.onnx: repaired" in result.output
     assert "  conv2.pads: [0,0,0,0] -> [1,1,1,1]\n" in result.output
     patch = str(work / "patch.json")
-    for name in ("a.onnx", "b.onnx"):
-        applied = runner.invoke(
-            cli, ["patch", "apply", patch, str(target), "-o", str(tmp_path / name)]
-        )
-        assert applied.exit_code == 0, applied.output
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "fixed.onnx").read_bytes()
+    patch_apply_twice(patch, target, tmp_path / "fixed.onnx")
     shown = runner.invoke(cli, ["patch", "show", patch])
     assert shown.output.splitlines()[:2] == [
         "patch for faulty.onnx (onnx), planned against base.onnx: 1 edit(s)",
