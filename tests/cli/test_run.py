@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from convdiff.cli import cli
-from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -28,11 +27,6 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, f"expected one line, got: {stderr!r}"
     assert "Traceback" not in stderr
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_classifier(tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
 @pytest.mark.parametrize(
@@ -174,11 +168,10 @@ def test_real_run_onnx_to_torch_agrees_and_is_cached(tmp_path: Path, tiny_onnx: 
 
 
 @pytest.mark.workers
-def test_converter_crash_is_a_finding_with_exit_3(tmp_path: Path) -> None:
-    model = opset18_reduce_mean(tmp_path / "reduce18.onnx")
+def test_converter_crash_is_a_finding_with_exit_3(reduce18_onnx: Path, tmp_path: Path) -> None:
     code, stdout, stderr = invoke(
         "run",
-        str(model),
+        str(reduce18_onnx),
         "--dst",
         "torch",
         "--limit",

@@ -18,10 +18,6 @@ from convdiff.commands.followup import run
 from convdiff.commands.run.types import RunConfig, RunReport
 from convdiff.core.options import ConvertOptions
 from convdiff.core.progress import Progress
-from convdiff.inputs.preprocess import PRESETS, PreprocessSpec
-from convdiff.runtime.pool import WorkerPool
-from tests.tiny.faults import fault_base
-from tests.tiny.onnx_models import opset18_reduce_mean
 
 ALL_STAGES = ["inputs", "tools", "weights", "hyperparams", "graph"]
 
@@ -32,10 +28,9 @@ def _run(args: list[str]) -> tuple[int, str]:
 
 
 @pytest.mark.workers
-def test_a_faithful_conversion_localizes_to_no_finding(tmp_path: Path) -> None:
-    model = fault_base(tmp_path / "base.onnx")
+def test_a_faithful_conversion_localizes_to_no_finding(base: Path, tmp_path: Path) -> None:
     code, out = _run(
-        ["run", str(model), "--dst", "torch", "--preprocess", "imagenet", "--limit", "4"]
+        ["run", str(base), "--dst", "torch", "--preprocess", "imagenet", "--limit", "4"]
         + ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--localize"]
     )
     assert code == 0, out
@@ -60,15 +55,11 @@ def test_a_faithful_conversion_localizes_to_no_finding(tmp_path: Path) -> None:
     assert "## Localization" in (tmp_path / "run" / "report.md").read_text()
 
 
-def _dynamic_range_run(pool: WorkerPool, tmp_path: Path, **options: object) -> RunReport:
+def _dynamic_range_run(keras_cnn_q: dict[str, str], tmp_path: Path, **options: object) -> RunReport:
     """A tiny Keras CNN (48 filters: its conv weights pass the converter's 1024-element minimum
     for int8) converted to TFLite with dynamic-range optimization."""
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
-    )
-    assert built, built.message
     config = RunConfig(
-        model=built.value["keras"],
+        model=keras_cnn_q["keras"],
         dst="tflite",
         convert=ConvertOptions(tflite_opt="dynamic-range"),
         preprocess="inception",
@@ -79,8 +70,10 @@ def _dynamic_range_run(pool: WorkerPool, tmp_path: Path, **options: object) -> R
     return run(config, Progress(enabled=False))
 
 
-def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path) -> None:
-    report = _dynamic_range_run(pool, tmp_path, limit=4, localize=True)
+def test_dynamic_range_run_names_the_int8_layer(
+    keras_cnn_q: dict[str, str], tmp_path: Path
+) -> None:
+    report = _dynamic_range_run(keras_cnn_q, tmp_path, limit=4, localize=True)
     summary = report.localization
     assert (summary.status, summary.findings) == ("findings", {"weights": 1})
     assert summary.top.startswith("weights precision at conv -> ")
@@ -90,10 +83,9 @@ def test_dynamic_range_run_names_the_int8_layer(pool: WorkerPool, tmp_path: Path
 
 
 @pytest.mark.workers
-def test_a_crashed_run_has_nothing_to_localize(tmp_path: Path) -> None:
-    model = opset18_reduce_mean(tmp_path / "reduce18.onnx")
+def test_a_crashed_run_has_nothing_to_localize(reduce18_onnx: Path, tmp_path: Path) -> None:
     code, out = _run(
-        ["run", str(model), "--dst", "torch", "--limit", "2", "--no-cache"]
+        ["run", str(reduce18_onnx), "--dst", "torch", "--limit", "2", "--no-cache"]
         + ["--out", str(tmp_path / "run"), "--localize"]
     )
     assert code == 3
@@ -106,18 +98,10 @@ def test_a_crashed_run_has_nothing_to_localize(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "localize" / "report.json").exists()
 
 
-@pytest.mark.parametrize("preset", ["imagenet", "inception", "caffe"])
-def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
-    spec = PRESETS[preset]
-    as_written = json.loads(json.dumps({**spec.to_dict(), "description": spec.describe()}))
-    assert PreprocessSpec.from_report(as_written) == spec
-    assert PreprocessSpec.from_report({}) is None
-
-
 def test_run_repair_brings_a_dynamic_range_tflite_back_to_float_level(
-    pool: WorkerPool, tmp_path: Path
+    keras_cnn_q: dict[str, str], tmp_path: Path
 ) -> None:
-    report = _dynamic_range_run(pool, tmp_path, repair=True)
+    report = _dynamic_range_run(keras_cnn_q, tmp_path, repair=True)
     repaired = report.repair
     assert repaired.status == "repaired"
     assert repaired.before["max_abs_diff"] > 1e-4  # the int8 weights' doing

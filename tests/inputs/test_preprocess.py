@@ -3,6 +3,7 @@ pixels and, in a torch worker, against torchvision's own ImageNet evaluation tra
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -204,6 +205,14 @@ def test_from_options_rejects_bad_values(kwargs: dict, message: str) -> None:
     with pytest.raises(ConvdiffError) as caught:
         from_options(PRESETS["imagenet"], **kwargs)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "inception", "caffe"])
+def test_source_spec_round_trips_through_the_run_report(preset: str) -> None:
+    spec = PRESETS[preset]
+    as_written = json.loads(json.dumps({**spec.to_dict(), "description": spec.describe()}))
+    assert PreprocessSpec.from_report(as_written) == spec
+    assert PreprocessSpec.from_report({}) is None
 
 
 # --- against torchvision, in a worker -------------------------------------------------------

@@ -3,6 +3,7 @@ and nothing runs (no check folder, no cache, no worker). No framework is involve
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,12 @@ from convdiff.commands.check.config import (
     locate,
 )
 from convdiff.core.options import ConvertOptions
-from tests.tiny.onnx_models import tiny_classifier
 
 
 @pytest.fixture()
-def folder(tmp_path: Path) -> Path:
+def folder(tmp_path: Path, tiny_onnx: Path) -> Path:
     """A project folder with a tiny ONNX model next to where the config goes."""
-    tiny_classifier(tmp_path / "tiny.onnx")
+    shutil.copy(tiny_onnx, tmp_path / "tiny.onnx")
     return tmp_path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from convdiff.commands.check.render import entry_line, summary
 from convdiff.commands.check.types import CheckResult, EntryResult
 from convdiff.commands.run.types import Crash, RunConfig, RunReport
 from tests.helpers import ROOT
-from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
 REDUCE18 = (
     "convert onnx2torch: Converter is not implemented (OperationDescription(domain='', "
@@ -30,11 +30,11 @@ SUMMARY = re.compile(r"^(.*) in \d+ s \(run folders in (.*)\)$")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path, reduce18_onnx: Path) -> Path:
     """A project folder with the two tiny models; configs are written next to them."""
     folder = tmp_path_factory.mktemp("project")
-    tiny_classifier(folder / "tiny.onnx")
-    opset18_reduce_mean(folder / "reduce18.onnx")
+    shutil.copy(tiny_onnx, folder / "tiny.onnx")
+    shutil.copy(reduce18_onnx, folder / "reduce18.onnx")
     (folder / "broken.onnx").write_bytes(b"\x08\x07this is not a protobuf model")
     return folder
 
@@ -345,12 +345,10 @@ QUANT = (
 
 
 def test_localize_names_the_quantized_conv_on_the_fail_line_and_in_junit(
-    pool, project: Path, cache: Path, tmp_path: Path
+    keras_cnn_q: dict[str, str], project: Path, cache: Path, tmp_path: Path
 ) -> None:
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(project / "k"), filters=48
-    )
-    assert built, built.message
+    (project / "k").mkdir()
+    shutil.copy(keras_cnn_q["keras"], project / "k" / "model.keras")
     out, junit = tmp_path / "quant", tmp_path / "results.xml"
     code, lines, counts, _ = check(project, cache, out, QUANT, "--localize", "--junit", str(junit))
     diff = figure(out, "quant", "max_abs_diff")

@@ -1,5 +1,5 @@
 """`convdiff table`: cells, outputs, resumability after an interruption, scheduling, and the
-target-preprocessing option of runs.
+target-preprocessing option passed on to its runs.
 
 The real tables use two tiny ONNX files written in the test: ``tiny`` converts to torch and to
 keras; ``reduce18`` converts to keras but crashes onnx2torch (a real crash cell). Cells run in
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +23,10 @@ import pytest
 from click.testing import CliRunner
 
 from convdiff.cli import cli
-from convdiff.commands.run.types import RunConfig, RunReport
+from convdiff.commands.run.types import RunReport
 from convdiff.commands.table.flow import TableReport
 from convdiff.commands.table.schedule import Job, estimate_gb, memory_total_gb, pick
-from convdiff.inputs import data as datasets
-from convdiff.inputs import preprocess
-from convdiff.inputs.source import resolve_source
 from tests.helpers import ROOT
-from tests.tiny.onnx_models import opset18_reduce_mean, tiny_classifier
 
 CELLS = ["tiny/onnx-torch", "tiny/onnx-keras", "reduce18/onnx-torch", "reduce18/onnx-keras"]
 CRASH_REASON = (
@@ -41,9 +36,8 @@ CRASH_REASON = (
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    return tiny_classifier(folder / "tiny.onnx"), opset18_reduce_mean(folder / "reduce18.onnx")
+def models(tiny_onnx: Path, reduce18_onnx: Path) -> tuple[Path, Path]:
+    return tiny_onnx, reduce18_onnx
 
 
 def table_args(models: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
@@ -197,16 +191,14 @@ QUANT_FINDING = (
 )
 
 
-def test_localize_only_discrepancies_unless_above_a_max_diff(pool, tmp_path: Path) -> None:
+def test_localize_only_discrepancies_unless_above_a_max_diff(
+    keras_cnn_q: dict[str, str], tmp_path: Path
+) -> None:
     """Dynamic-range TFLite keeps the top-1 of the tiny CNN (no discrepancy cell), so --localize
     alone localizes nothing; --localize-above 0 localizes the cell, also when it is reused."""
-    built = pool.call(
-        "tf", "tests.tiny.keras_models:build_tiny_cnn", out_dir=str(tmp_path / "k"), filters=48
-    )
-    assert built, built.message
     out = tmp_path / "t"
     args = [
-        "table", "--models", built.value["keras"], "--frameworks", "keras,tflite",
+        "table", "--models", keras_cnn_q["keras"], "--frameworks", "keras,tflite",
         "--tflite-opt", "dynamic-range", "--limit", "2", "--out", str(out),
         "--cache-dir", str(tmp_path / "cache"), "--quiet",
     ]  # fmt: skip
@@ -370,92 +362,6 @@ def test_pick_keeps_the_budget_and_one_cell_per_group() -> None:
 
 
 # -- --preprocess target --------------------------------------------------------------------------
-
-
-def test_target_spec_follows_the_zoo() -> None:
-    from convdiff.commands.run.flow import target_spec
-    from convdiff.zoo import zoo_model
-
-    def spec_of(model: str, src: str, dst: str) -> tuple[str, str]:
-        source = resolve_source(model, src)
-        own = zoo_model(model).variant(src).preprocess
-        chosen, origin = target_spec(source, dst, own)
-        return chosen.name, origin
-
-    assert spec_of("mobilenetv2", "torch", "keras") == (
-        "keras-inception-224",
-        "the zoo's mobilenetv2 keras spec",
-    )
-    assert spec_of("mobilenetv2", "torch", "tflite")[0] == "keras-inception-224"
-    assert spec_of("resnet101", "keras", "torch") == (
-        "torchvision-resnet101",
-        "the zoo's resnet101 torch spec",
-    )
-    assert spec_of("resnet101", "torch", "onnx") == (
-        "torchvision-resnet101",
-        "the source's (no customary onnx spec known for resnet101)",
-    )
-    assert spec_of("efficientnet_lite0", "torch", "tflite") == (
-        "efficientnet-lite",
-        "the source's (no customary tflite spec known for efficientnet_lite0)",
-    )
-
-
-@pytest.mark.workers
-def test_run_feeds_the_target_its_own_preprocessing(
-    models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A file model has no customary target spec, so the test supplies one that differs (the
-    mean shifted to 0.5): the target must be fed exactly that tensor, the source its own."""
-    import onnxruntime
-
-    import convdiff.commands.run.flow as run_module
-
-    shifted = {}
-
-    def fake_target_spec(source, dst, spec):
-        shifted["spec"] = replace(spec, mean=(0.5, 0.5, 0.5), name="shifted")
-        return shifted["spec"], "the test's"
-
-    monkeypatch.setattr(run_module, "target_spec", fake_target_spec)
-    config = RunConfig(
-        model=str(models[0]),
-        dst="torch",
-        limit=2,
-        out=tmp_path / "run",
-        cache_dir=tmp_path / "cache",
-        target_preprocess="target",
-    )
-    report = run_module.run(config, None)
-    records = datasets.sample_set()[:2]
-    with np.load(tmp_path / "run" / "inputs" / "x.npz") as f:
-        x = f["x"]
-    with np.load(tmp_path / "run" / "inputs" / "x-target.npz") as f:
-        x_target = f["x"]
-    source_spec = preprocess.PreprocessSpec(size=(16, 16), layout="NCHW")
-    np.testing.assert_array_equal(x, preprocess.batch(source_spec, records))
-    np.testing.assert_array_equal(x_target, preprocess.batch(shifted["spec"], records))
-    assert report.preprocessing["name"] == "custom"
-    assert report.preprocessing["target"]["name"] == "shifted"
-    assert report.preprocessing["target"]["origin"] == "the test's"
-    assert report.preprocessing["target"]["mean"] == [0.5, 0.5, 0.5]
-
-    session = onnxruntime.InferenceSession(str(models[0]))
-
-    def onnx_outputs(batch: np.ndarray) -> np.ndarray:  # the model takes one NCHW image
-        nchw = batch.transpose(0, 3, 1, 2)
-        return np.concatenate([session.run(None, {"input": nchw[i : i + 1]})[0] for i in (0, 1)])
-
-    expect_target, expect_source = onnx_outputs(x_target), onnx_outputs(x)
-    with np.load(tmp_path / "run" / "outputs" / "1-torch.npz") as f:
-        np.testing.assert_allclose(f["y"], expect_target, atol=1e-5)
-    with np.load(tmp_path / "run" / "outputs" / "0-onnx.npz") as f:
-        np.testing.assert_allclose(f["y"], expect_source, atol=1e-5)
-    assert report.max_abs_diff == pytest.approx(
-        float(np.abs(expect_source - expect_target).max()), abs=1e-5
-    )
-    assert report.max_abs_diff > 1e-3  # the target really saw other pixels
-    assert "target fed: shifted 16x16" in (tmp_path / "run" / "report.md").read_text()
 
 
 @pytest.mark.workers
