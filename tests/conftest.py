@@ -89,7 +89,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
 
 
 # -- the tiny models several modules use, built once a session -------------------------------
-# Tests read them and never change them: what a test makes goes to its own tmp_path.
+# Tests read them and never change them (a few leave outputs beside them, named after the model).
 
 
 @pytest.fixture(scope="session")
