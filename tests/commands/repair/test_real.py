@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from convdiff.commands.run.flow import run
+from convdiff.commands.followup import run
 from convdiff.commands.run.types import RunConfig
 from convdiff.core.options import ConvertOptions
 from convdiff.core.progress import Progress
