@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "convdiff"
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "convdiff"
 
 # Lowest first. A module may import modules of its own layer or of a lower one. A layer entry
 # names modules or packages (a package stands for everything below it).

@@ -103,11 +103,12 @@ def build(
     framework: str,
     weights: str,
     seed: int,
-    calibration: str | Path,
+    calibration: str | Path | None,
     out_dir: str | Path,
     on_tick: Tick = None,
 ) -> TaskOutcome:
-    """Build a zoo model with its weights policy (:mod:`convdiff.zoo.build`)."""
+    """Build a zoo model with its weights policy (:mod:`convdiff.zoo.build`); ``calibration``:
+    the .npz of images that calibrates random weights' BatchNorm (None: seeded noise)."""
     return pool.call(
         framework_info(framework).worker,
         BUILD,
@@ -116,7 +117,7 @@ def build(
         framework=framework,
         weights=weights,
         seed=seed,
-        calibration=str(calibration),
+        calibration=None if calibration is None else str(calibration),
         out_dir=str(out_dir),
     )
 
