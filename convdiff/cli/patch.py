@@ -22,7 +22,7 @@ def patch_apply(ctx: click.Context, patch_file: Path, target_model: Path, output
     (exit 0 edits applied and the model loads; 1 no edit applied)."""
     from convdiff.repair.appliers.apply import apply_patch
 
-    result = apply_patch(patch_file, target_model, output)
+    result = apply_patch(patch_file, target_model, output, verify=True)
     click.echo(f"applied {len(result.applied)} edit(s) to {target_model.name}: {result.out}")
     for skipped in result.skipped:
         click.echo(f"  not applied: {skipped.edit.layer}.{skipped.edit.field}: {skipped.reason}")

@@ -66,9 +66,12 @@ def apply_patch(
     target: Path,
     out: Path,
     pool: WorkerPool | None = None,
+    verify: bool = False,
 ) -> ApplyResult:
     """Apply a patch (its .json path, or a loaded ``(Patch, tensors)``) to ``target``, after
-    checking that ``target`` is the very file the patch was planned for."""
+    checking that ``target`` is the very file the patch was planned for. ``verify``: then load
+    the written model in its runtime (a worker), and refuse (removing it) one that does not
+    load: what `convdiff patch apply` does for a patch the user brings."""
     loaded, tensors = Patch.load(patch) if isinstance(patch, (str, Path)) else patch
     target, out = Path(target), Path(out)
     check_output(loaded.target["format"], target, out)
@@ -80,9 +83,10 @@ def apply_patch(
             "apply it to the file it was planned for, or plan a new patch for this file",
         )
     fmt = loaded.target["format"]
-    with _pool(pool) as workers:
-        result = apply_edits(fmt, target, loaded.edits, tensors, out, workers)
-        _check_loads(fmt, out, workers)
+    result = apply_edits(fmt, target, loaded.edits, tensors, out, pool)
+    if verify:
+        with _pool(pool) as workers:
+            _check_loads(fmt, out, workers)
     return result
 
 
