@@ -156,7 +156,7 @@ def _patch(tmp_path: Path, target: Path) -> Path:
     patch = Patch(
         target={"name": target.name, "format": "onnx", "sha256": sha256_of(target)},
         source={"name": "s.onnx", "sha256": "0" * 64},
-        edits=[Edit("set_tensor", "Conv_0", "weight", value="w0", stage="weights")],
+        edits=[Edit("set_tensor", "c", "weight", value="w0", stage="weights")],
     )
     patch.tensors = {"w0": np.zeros((8, 3, 3, 3), np.float32)}
     return patch.save(tmp_path / "patch.json")
@@ -342,3 +342,17 @@ def test_a_load_that_times_out_says_so(tmp_path: Path, tiny: Path) -> None:
         "error: loading tiny.onnx in ONNX (onnxruntime) took longer than the timeout "
         "(0.01 s); pass a larger --timeout\n",
     )
+
+
+@pytest.mark.workers
+def test_patch_apply_refuses_a_model_that_does_not_run(tmp_path: Path, tiny: Path) -> None:
+    """A weight of another input width: onnxruntime loads the file and fails when it runs."""
+    patch = _patch(tmp_path, tiny)
+    np.savez(patch.with_suffix(".npz"), w0=np.zeros((8, 5, 3, 3), np.float32))
+    code, stderr = invoke("patch", "apply", str(patch), str(tiny), "-o", str(tmp_path / "o.onnx"))
+    assert code == 2
+    assert stderr.startswith("error: the patched model o.onnx does not run in its runtime (")
+    assert "Input channels C is not equal to kernel channels * group" in stderr
+    assert stderr.endswith("); the patch does not fit this model: plan a new one with convdiff "
+                           "repair\n")  # fmt: skip
+    assert not (tmp_path / "o.onnx").exists()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.core.errors import ConvdiffError
+from convdiff.frameworks import framework, layout_of
 from convdiff.repair.patch import Edit, Patch, sha256_of
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
@@ -91,13 +92,23 @@ def apply_patch(
 
 
 def _check_loads(fmt: str, out: Path, pool: WorkerPool) -> None:
-    """The written model must load in its own runtime; one that does not is removed (it is
-    convdiff's file) and the patch is refused as not fitting the model."""
+    """The written model must load and run in its own runtime (one image of zeros, when its
+    input shape is known: onnxruntime loads a Conv whose weight no longer fits its input and
+    fails only when it runs); one that does not is removed (it is convdiff's file) and the
+    patch is refused as not fitting the model."""
     outcome = client.probe(pool, fmt, out)
+    if outcome:
+        shape = list(outcome.value.get("input_shape") or [])
+        if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            nchw = layout_of(shape, framework(fmt).layout) == "NCHW"
+            h, w, c = (shape[2], shape[3], shape[1]) if nchw else (shape[1], shape[2], shape[3])
+            with tempfile.TemporaryDirectory(prefix="convdiff-check-") as tmp:
+                np.savez(Path(tmp) / "x.npz", x=np.zeros((1, h, w, c), np.float32))
+                outcome = client.infer(pool, fmt, out, Path(tmp) / "x.npz", Path(tmp) / "y.npz")
     if not outcome:
         out.unlink(missing_ok=True)
         raise ConvdiffError(
-            f"the patched model {out.name} does not load in its runtime ({outcome.message})",
+            f"the patched model {out.name} does not run in its runtime ({outcome.message})",
             "the patch does not fit this model: plan a new one with convdiff repair",
         )
 
