@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
 import shutil
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def make_writable(folder: Path) -> None:
     """Create ``folder`` and write a file in it, so that a folder that cannot be used fails
     here, before any work (an ``OSError`` naming why)."""
     folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".convdiff-write-test-{os.getpid()}"
+    probe = folder / f".convdiff-write-test-{os.getpid()}-{uuid.uuid4().hex}"  # threads too
     probe.write_text("ok")
     probe.unlink()
 

@@ -67,6 +67,7 @@ def test_keras_reproduces_its_builder(
         "input_dtype": "float32",
         "output_shape": [None, 5],
         "input_name": "image",
+        "inputs": 1,
     }
     y = _infer(pool, "keras", keras_cnn[fmt], keras_cnn["inputs"], tmp_path, batch_size=3)
     assert y.shape == (4, 5)
@@ -97,6 +98,7 @@ def test_saved_model_serving_signature(
         "input_dtype": "float32",
         "output_shape": [None, 5],
         "input_name": "image",
+        "inputs": 1,
     }
     y = _infer(pool, "tf", folder, keras_cnn["inputs"], tmp_path)
     assert np.abs(y - _reference(keras_cnn)).max() < 1e-6
@@ -111,6 +113,7 @@ def test_tflite_free_batch_is_resized(
         "input_dtype": "float32",
         "output_shape": [None, 5],
         "input_name": "serving_default_image:0",
+        "inputs": 1,
     }
     y = _infer(pool, "tflite", path, keras_cnn["inputs"], tmp_path, batch_size=3)
     assert np.abs(y - _reference(keras_cnn)).max() < 1e-5
@@ -135,6 +138,7 @@ def test_onnx_matches_numpy(pool: WorkerPool, batch: int | None, tmp_path: Path)
         "input_dtype": "float32",
         "output_shape": [batch, 5],
         "input_name": "input",
+        "inputs": 1,
     }
     y = _infer(pool, "onnx", built["onnx"], built["inputs"], tmp_path, layout="NCHW")
     assert np.abs(y - _reference(built)).max() < 1e-6
