@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import uuid
 import shutil
+import uuid
 from pathlib import Path
 
 from convdiff.core.errors import OutputDirError
