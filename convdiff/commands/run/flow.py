@@ -72,20 +72,7 @@ def run(
     )
     report.write(out / "report.json")  # from its first moment the folder's report is this run's
     cache = ArtifactCache(config.cache_dir or default_cache_dir(), enabled=config.use_cache)
-    try:
-        records, skipped = _load_data(config)
-        cache.check_writable()
-        own_dir(out / "scratch")
-    except ConvdiffError as exc:
-        _failed(report, out, exc)
-        raise
-    report.data = {
-        "source": str(config.data) if config.data else "embedded sample set",
-        "images": len(records),
-        "skipped": skipped,
-        "labelled": sum(1 for r in records if r.accepted),
-    }
-    report.write(out / "report.json")
+    records = _prepare(config, cache, report, out)
     env = trust_env(config.trust_model_code)
     own = WorkerPool(out / "logs", timeout=config.timeout, extra_env=env) if pool is None else None
     with own or contextlib.nullcontext(pool) as pool:
@@ -112,11 +99,27 @@ def run(
     return report
 
 
-def _failed(report: RunReport, out: Path, exc: ConvdiffError) -> None:
-    """A run refused on its input after its folder was made: the report says so."""
-    report.error = str(exc)
-    report.status = "error"
+def _prepare(
+    config: RunConfig, cache: ArtifactCache, report: RunReport, out: Path
+) -> list[datasets.ImageRecord]:
+    """The images, a usable cache and a scratch folder, or the user's error: then the report
+    says so (status error, the message) before it is raised."""
+    try:
+        records, skipped = _load_data(config)
+        cache.check_writable()
+        own_dir(out / "scratch")
+    except ConvdiffError as exc:
+        report.error, report.status = str(exc), "error"
+        report.write(out / "report.json")
+        raise
+    report.data = {
+        "source": str(config.data) if config.data else "embedded sample set",
+        "images": len(records),
+        "skipped": skipped,
+        "labelled": sum(1 for r in records if r.accepted),
+    }
     report.write(out / "report.json")
+    return records
 
 
 def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
