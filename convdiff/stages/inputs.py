@@ -16,7 +16,8 @@ from convdiff.stages import StageContext
 from convdiff.stages.findings import Finding, jsonable
 
 # the fields of a PreprocessSpec that change pixels (layout is applied at the model boundary)
-PIXEL_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels")
+PIXEL_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "interpolation")
+DEFAULTS = {"interpolation": "bilinear"}  # fields that reports written before them lack
 
 
 def run(ctx: StageContext) -> list[Finding]:
@@ -85,7 +86,7 @@ def differing_fields(source: dict[str, Any], target: dict[str, Any]) -> list[str
     """The pixel-changing fields whose values differ (``crop_fraction`` only when cropping)."""
     changed = []
     for key in PIXEL_FIELDS:
-        a, b = source[key], target[key]
+        a, b = source.get(key, DEFAULTS.get(key)), target.get(key, DEFAULTS.get(key))
         if key == "crop_fraction" and "center-crop" not in (source["resize"], target["resize"]):
             continue
         if isinstance(a, list | tuple):

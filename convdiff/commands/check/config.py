@@ -444,13 +444,17 @@ class _Reader:
                 self.add(start, f"[[conversion]] #{index + 1} has no {key}", fix)
         if len(self.issues) > before:
             return None
-        from convdiff.zoo import ZOO
+        from convdiff.zoo import ZOO, is_zoo_name, zoo_model
 
         model: str = values["model"]
         src: str | None = values.get("src")
-        is_zoo = model in ZOO
+        is_zoo = is_zoo_name(model)
         if is_zoo:
-            offered = ZOO[model].frameworks
+            try:
+                offered = zoo_model(model).frameworks
+            except ConvdiffError as exc:  # a timm: name timm does not have
+                self.add(line("model"), exc.problem, exc.fix or "")
+                return None
             if src is None:
                 self.add(
                     line("model"),
