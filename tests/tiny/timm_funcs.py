@@ -1,0 +1,42 @@
+"""Worker-side helpers (kind ``torch``) for the timm zoo tests: timm itself, no mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def loosened_equals_kwargs(name: str, kwargs: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Build ``name`` as the zoo does (timm's init, then :func:`loosen_inits`) and as timm does
+    with ``kwargs`` (e.g. ``zero_init_last=False``), same seed; say whether they are equal."""
+    import timm
+    import torch
+
+    from convdiff.zoo.timm_models import loosen_inits
+
+    torch.manual_seed(seed)
+    ours = timm.create_model(name, pretrained=False)
+    zeroed, scales = loosen_inits(ours)
+    torch.manual_seed(seed)
+    theirs = timm.create_model(name, pretrained=False, **kwargs)
+    a, b = ours.state_dict(), theirs.state_dict()
+    return {
+        "zeroed": zeroed,
+        "scales": scales,
+        "equal": a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
+    }
+
+
+def save_state_dict(name: str, path: str, seed: int) -> str:
+    """A seeded timm model's state dict as .safetensors or (else) a torch .pth file."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    state = timm.create_model(name, pretrained=False).state_dict()
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    else:
+        torch.save(state, path)
+    return path
