@@ -159,6 +159,11 @@ def _catalog() -> dict[str, ZooModel]:
     mobilenet_spec = preset("inception", "keras-inception-224", size=(224, 224))
     inception_spec = preset("inception", "keras-inception-299", size=(299, 299))
     caffe_spec = preset("caffe", "keras-caffe-224", size=(224, 224))
+    # ConvNeXt and EfficientNetV2 carry their preprocessing inside the model (Normalization or
+    # Rescaling layers, include_preprocessing=True): they take RGB pixels in 0..255.
+    raw_spec = preset(
+        "inception", "keras-raw-224", size=(224, 224), mean=(0.0,) * 3, std=(1 / 255,) * 3
+    )
     # EfficientNet-Lite (TF reference, lite/efficientnet_lite_builder.py): MEAN_RGB 127,
     # STDDEV_RGB 128, i.e. (x - 127) / 128; evaluation crops 224 from 224 + 32 (0.875).
     lite_spec = preset(
@@ -190,6 +195,14 @@ def _catalog() -> dict[str, ZooModel]:
             inception_spec,
             "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
             "inception_v3",
+        ),
+        *_keras("convnext_tiny", "ConvNeXtTiny", raw_spec, "convnext_tiny.h5", "convnext"),
+        *_keras(
+            "efficientnetv2_b0",
+            "EfficientNetV2B0",
+            raw_spec,
+            "efficientnetv2-b0.h5",
+            "efficientnet_v2",
         ),
         _torchvision(
             "mobilenetv2",
@@ -302,6 +315,11 @@ def zoo_names() -> list[str]:
     return list(ZOO)
 
 
+def zoo_listing() -> str:
+    """The zoo's names for an error message, timm's included."""
+    return ", ".join([*ZOO, f"{timm_catalog.PREFIX}<any timm model>"])
+
+
 def is_zoo_name(name: str) -> bool:
     """A catalog name, or any ``timm:`` name (checked when :func:`zoo_model` resolves it)."""
     return name in ZOO or timm_catalog.is_timm_name(name)
@@ -316,7 +334,7 @@ def zoo_model(name: str) -> ZooModel:
     except KeyError:
         raise UnknownModelError(
             f"unknown model {name!r}: not a zoo name and not a file",
-            f"use a model file or one of: {', '.join(ZOO)}",
+            f"use a model file or one of: {zoo_listing()}",
         ) from None
 
 
@@ -374,6 +392,7 @@ __all__ = [
     "is_zoo_name",
     "timm_model",
     "weights_plan",
+    "zoo_listing",
     "zoo_model",
     "zoo_names",
 ]

@@ -444,7 +444,7 @@ class _Reader:
                 self.add(start, f"[[conversion]] #{index + 1} has no {key}", fix)
         if len(self.issues) > before:
             return None
-        from convdiff.zoo import ZOO, is_zoo_name, zoo_model
+        from convdiff.zoo import is_zoo_name, zoo_listing, zoo_model
 
         model: str = values["model"]
         src: str | None = values.get("src")
@@ -480,7 +480,7 @@ class _Reader:
         else:
             file = self._path(model)
             if not file.exists():
-                zoo = ", ".join(ZOO)
+                zoo = zoo_listing()
                 self.add(
                     line("model"),
                     f"model = {shown(model)} is neither a zoo model nor an existing file "
