@@ -221,6 +221,15 @@ def test_random_timm_models_undo_the_silent_inits(
     assert ok(outcome) == {"zeroed": zeroed, "scales": scales, "equal": True}
 
 
+def _assert_not_degenerate(run: Path) -> None:
+    """The source's answers differ between images (random weights that mean something): at
+    least two top-1 labels, and per-class outputs that move by a tenth of the largest."""
+    with np.load(run / "outputs" / "0-torch.npz") as data:
+        y = data["y"]
+    assert len(set(y.argmax(1).tolist())) >= 2, y.argmax(1)
+    assert np.ptp(y, axis=0).max() > 0.1 * np.abs(y).max()
+
+
 def _run(tmp_path: Path, model: str, *extra: str) -> tuple[int, dict, str]:
     argv = ["run", model, "--src", "torch", "--dst", "onnx", "--limit", "4", "--quiet"]
     argv += ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *extra]
@@ -264,6 +273,7 @@ def test_cli_run_timm_torch_to_onnx(tmp_path: Path, model: str, detail: str) -> 
     assert report["images"] == 4
     assert report["top1_discrepancy"] == 0.0
     assert report["chain"][0]["artifact"]["path"].endswith(".onnx")
+    _assert_not_degenerate(tmp_path / "run")
 
 
 @pytest.mark.workers
@@ -304,11 +314,18 @@ def test_missing_timm_weights_name_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_run_convnext_atto_torch_to_onnx(tmp_path: Path) -> None:
-    """A real timm architecture (ConvNeXt, layer scales set to 1) through the dynamo exporter."""
-    code, report, stderr = _run(tmp_path, "timm:convnext_atto", "--weights", "random")
+@pytest.mark.parametrize(
+    "exporter",
+    [["--torch-exporter", "dynamo"], ["--torch-exporter", "torchscript", "--opset", "17"]],
+)
+def test_cli_run_convnext_atto_torch_to_onnx(tmp_path: Path, exporter: list[str]) -> None:
+    """A real timm architecture (ConvNeXt, layer scales set to 1) through both torch.onnx
+    exporters (their ConvNeXt graphs differ a lot; both must agree with the source)."""
+    code, report, stderr = _run(tmp_path, "timm:convnext_atto", "--weights", "random", *exporter)
     assert (code, stderr) == (0, "")
     assert report["route"] == ["torch", "onnx"]
+    assert report["chain"][0]["options"]["torch_exporter"] == exporter[1]
+    _assert_not_degenerate(tmp_path / "run")
     assert report["weights"]["weights_detail"] == (
         "random (torch.manual_seed(0)), 0 BatchNorm layers; timm inits undone: "
         "0 zero-initialized norm weights and 12 layer scales set to 1"
