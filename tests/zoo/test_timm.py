@@ -332,3 +332,29 @@ def test_cli_run_convnext_atto_torch_to_onnx(tmp_path: Path, exporter: list[str]
     )
     assert report["top1_discrepancy"] == 0.0
     assert report["max_abs_diff"] < 1e-4
+
+
+def test_timm_names_in_a_check_config(tmp_path: Path) -> None:
+    from convdiff.commands.check.config import CheckConfigError, ConfigIssue, load_check_config
+
+    (tmp_path / "c.toml").write_text(
+        '[[conversion]]\nmodel = "timm:test_vit"\nsrc = "torch"\ndst = "onnx"\nweights = "random"\n'
+    )
+    (entry,) = load_check_config(tmp_path / "c.toml").entries
+    assert (entry.name, entry.run.model, entry.run.src) == (
+        "timm-test_vit-torch-onnx",
+        "timm:test_vit",
+        "torch",
+    )
+    (tmp_path / "bad.toml").write_text(
+        '[[conversion]]\nmodel = "timm:test_vitt"\nsrc = "torch"\ndst = "onnx"\n'
+    )
+    with pytest.raises(CheckConfigError) as caught:
+        load_check_config(tmp_path / "bad.toml")
+    assert caught.value.issues == [
+        ConfigIssue(
+            2,
+            "unknown timm model 'test_vitt': not among the 1371 architectures of timm 1.0.31",
+            "did you mean timm:test_vit, timm:test_vit4, timm:test_vit3? see timm.list_models()",
+        )
+    ]

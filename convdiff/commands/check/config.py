@@ -469,7 +469,7 @@ class _Reader:
                     f"use one of: {', '.join(offered)}",
                 )
                 return None
-            stem, model_arg = model, model
+            stem, model_arg = model.replace(":", "-"), model  # timm:x -> timm-x, a folder name
             for key in PREPROCESSING_KEYS:
                 if key in own:
                     self.add(
