@@ -358,3 +358,12 @@ def test_timm_names_in_a_check_config(tmp_path: Path) -> None:
             "did you mean timm:test_vit, timm:test_vit4, timm:test_vit3? see timm.list_models()",
         )
     ]
+
+
+def test_timm_names_in_a_table_plan() -> None:
+    from convdiff.commands.table.flow import _cells, plan
+    from convdiff.commands.table.types import TableConfig
+
+    blocks = plan(TableConfig(models=("timm:test_vit",), frameworks=("torch", "onnx")))
+    assert [(b.name, b.kind, b.sources) for b in blocks] == [("timm:test_vit", "zoo", ("torch",))]
+    assert [c.run_dir for c in _cells(blocks)] == ["cells/timm-test_vit/torch-onnx"]

@@ -185,7 +185,7 @@ def _cells(blocks: list[ModelBlock]) -> list[Cell]:
                         dst,
                         route=(src, *(edge.dst for edge in chain)),
                         estimate_gb=estimate_gb(block.name, tools, block.kind == "file"),
-                        run_dir=f"cells/{block.name}/{src}-{dst}",
+                        run_dir=f"cells/{block.name.replace(':', '-')}/{src}-{dst}",
                     )
                 )
     return cells
