@@ -40,3 +40,16 @@ def save_state_dict(name: str, path: str, seed: int) -> str:
     else:
         torch.save(state, path)
     return path
+
+
+def fake_hub_cache(name: str, hub_id: str, cache: str, seed: int) -> str:
+    """Put a seeded ``name``'s weights where huggingface_hub caches ``hub_id`` (one snapshot,
+    ``refs/main`` pointing at it), as if timm had downloaded them; returns the file."""
+    from pathlib import Path
+
+    repo = Path(cache) / f"models--{hub_id.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True, exist_ok=True)
+    return save_state_dict(name, str(repo / "snapshots" / revision / "model.safetensors"), seed)

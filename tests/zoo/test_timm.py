@@ -298,6 +298,29 @@ def test_timm_weights_file(pool: WorkerPool, tmp_path: Path, suffix: str) -> Non
 
 
 @pytest.mark.workers
+def test_cached_timm_weights_are_used(
+    pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--weights auto takes timm's weights from the Hugging Face cache (here: a seeded model
+    put where timm would have downloaded test_vit.r160_in1k), through timm's own loader."""
+    cache = tmp_path / "hub"
+    task = "tests.tiny.timm_funcs:fake_hub_cache"
+    hub_id = "timm/test_vit.r160_in1k"
+    cached = ok(pool.call("torch", task, name="test_vit", hub_id=hub_id, cache=str(cache), seed=7))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # the run's workers inherit it
+    code, report, stderr = _run(tmp_path, "timm:test_vit")
+    assert (code, stderr) == (0, "")
+    assert report["weights"] == {
+        "policy": "auto",
+        "weights": "imagenet",
+        "weights_detail": f"ImageNet weights ({cached})",
+        "note": "",
+    }
+    assert report["top1_discrepancy"] == 0.0
+    _assert_not_degenerate(tmp_path / "run")
+
+
+@pytest.mark.workers
 def test_missing_timm_weights_name_the_file(tmp_path: Path) -> None:
     """No internet here: --weights imagenet fails at once and says what to download."""
     env = {"HF_HUB_CACHE": str(tmp_path / "hub")}
