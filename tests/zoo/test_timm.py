@@ -390,3 +390,21 @@ def test_timm_names_in_a_table_plan() -> None:
     blocks = plan(TableConfig(models=("timm:test_vit",), frameworks=("torch", "onnx")))
     assert [(b.name, b.kind, b.sources) for b in blocks] == [("timm:test_vit", "zoo", ("torch",))]
     assert [c.run_dir for c in _cells(blocks)] == ["cells/timm-test_vit/torch-onnx"]
+
+
+def test_timm_weights_without_the_hub_use_torch_hub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A few timm weights only have a legacy URL: timm's loader caches them like torch.hub."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    v = zoo_model("timm:legacy_seresnet18").variant("torch")
+    assert (v.hf_hub_id, v.weights_file) == ("", "seresnet18-4bb0ce65.pth")
+    assert v.weights_origin == (
+        "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+    )
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "seresnet18-4bb0ce65.pth"
+    assert weights_plan("timm:legacy_seresnet18", "torch", "auto").policy == "random"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    plan = weights_plan("timm:legacy_seresnet18", "torch", "auto")
+    assert (plan.policy, plan.path) == ("imagenet", cached)
