@@ -31,7 +31,8 @@ def run(ctx: StageContext) -> list[Finding]:
 def findings(evidence: dict[str, Any]) -> list[Finding]:
     """One ``preprocessing`` fault when the target's own pipeline costs top-1 agreement, else
     one ``agreement`` (no fault) saying both pipelines were compared and what they are."""
-    source, target = evidence["source_spec"], evidence["target_spec"]
+    source = {**DEFAULTS, **evidence["source_spec"]}
+    target = {**DEFAULTS, **evidence["target_spec"]}
     same = evidence["same_tensors"]
     own = evidence.get("own_preprocessing")
     changed = differing_fields(source, target)

@@ -53,3 +53,19 @@ def fake_hub_cache(name: str, hub_id: str, cache: str, seed: int) -> str:
     (repo / "refs" / "main").write_text(revision)
     (repo / "snapshots" / revision).mkdir(parents=True, exist_ok=True)
     return save_state_dict(name, str(repo / "snapshots" / revision / "model.safetensors"), seed)
+
+
+def timm_eval_batch(name: str, paths: list[str], out: str) -> list[str]:
+    """timm's own evaluation transform for ``name``'s default pretrained config
+    (``resolve_data_config`` + ``create_transform``) on ``paths``, saved as NHWC to ``out``;
+    returns the transform's steps as text."""
+    import numpy as np
+    import timm
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model(name, pretrained=False)
+    transform = create_transform(**resolve_data_config({}, model=model))
+    tensors = [transform(Image.open(p).convert("RGB")).numpy() for p in paths]
+    np.save(out, np.stack(tensors).transpose(0, 2, 3, 1))
+    return [repr(t) for t in transform.transforms]

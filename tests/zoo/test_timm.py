@@ -408,3 +408,22 @@ def test_timm_weights_without_the_hub_use_torch_hub(
     cached.write_bytes(b"")
     plan = weights_plan("timm:legacy_seresnet18", "torch", "auto")
     assert (plan.policy, plan.path) == ("imagenet", cached)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "test_resnet"])
+def test_timm_spec_equals_timms_transform_bit_for_bit(
+    pool: WorkerPool, tmp_path: Path, name: str
+) -> None:
+    """The zoo's spec for timm:<name> gives exactly the pixels of timm's eval transform
+    (bicubic or bilinear Resize(floor(size / crop_pct)), CenterCrop, Normalize) on the sample
+    set's photos, whatever their shapes."""
+    from convdiff.inputs import data, preprocess
+
+    records = data.sample_set()
+    task = "tests.tiny.timm_funcs:timm_eval_batch"
+    paths = [r.path for r in records]
+    steps = ok(pool.call("torch", task, name=name, paths=paths, out=str(tmp_path / "t.npy")))
+    spec = zoo_model(f"timm:{name}").variant("torch").preprocess
+    assert steps[0].startswith(f"Resize(size={int(spec.size[0] / spec.crop_fraction + 0.5)}, ")
+    assert f"interpolation={spec.interpolation}" in steps[0]
+    np.testing.assert_array_equal(preprocess.batch(spec, records), np.load(tmp_path / "t.npy"))
