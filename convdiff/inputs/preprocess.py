@@ -34,6 +34,7 @@ class PreprocessSpec:
     channels: str = "RGB"  # RGB | BGR
     layout: str = "NHWC"  # NHWC | NCHW, what the model takes
     name: str = "custom"
+    interpolation: str = "bilinear"  # bilinear | bicubic: PIL's filter for the resize
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -56,6 +57,8 @@ class PreprocessSpec:
         ``inception 299x299 stretch, (x/255-[0.5,0.5,0.5])/[0.5,0.5,0.5], RGB, NHWC``."""
         h, w = self.size
         crop = f"center-crop {self.crop_fraction:g}" if self.resize == "center-crop" else "stretch"
+        if self.interpolation != "bilinear":
+            crop += f" {self.interpolation}"
         mean = ",".join(f"{m:.4g}" for m in self.mean)
         std = ",".join(f"{s:.4g}" for s in self.std)
         return (
@@ -92,6 +95,7 @@ def preset(name: str, **overrides: object) -> PreprocessSpec:
 
 
 RESIZE_MODES = ("stretch", "center-crop")
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 LAYOUTS = ("NCHW", "NHWC")
 
 
@@ -105,15 +109,20 @@ def _resized(spec: PreprocessSpec, image: Image.Image) -> Image.Image:
     CenterCrop(224).
     """
     h, w = spec.size
+    if spec.interpolation not in INTERPOLATIONS:
+        raise ConvdiffError(
+            f"unknown interpolation {spec.interpolation!r}", f"use one of {tuple(INTERPOLATIONS)}"
+        )
+    resample = INTERPOLATIONS[spec.interpolation]
     if spec.resize == "stretch":
-        return image.resize((w, h), Image.Resampling.BILINEAR)
+        return image.resize((w, h), resample)
     width, height = image.size
     short = round(max(h, w) / spec.crop_fraction)
     if width <= height:
         new_w, new_h = short, int(short * height / width)
     else:
         new_w, new_h = int(short * width / height), short
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    image = image.resize((new_w, new_h), resample)
     top = int(round((new_h - h) / 2.0))
     left = int(round((new_w - w) / 2.0))
     return image.crop((left, top, left + w, top + h))

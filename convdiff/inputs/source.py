@@ -22,12 +22,12 @@ class SourceSpec:
 
 def resolve_source(model: str, src: str | None) -> SourceSpec:
     """A zoo name (``--src`` picks its framework) or a model file (framework from its suffix)."""
-    from convdiff.zoo import ZOO, zoo_model
+    from convdiff.zoo import is_zoo_name, zoo_listing, zoo_model
 
     if src is not None:
         framework(src)
     path = Path(model).expanduser()
-    if model in ZOO:
+    if is_zoo_name(model):
         entry = zoo_model(model)
         if src is None:
             raise ConvdiffError(
@@ -49,5 +49,5 @@ def resolve_source(model: str, src: str | None) -> SourceSpec:
         raise ConvdiffError(f"model file {model} does not exist", "check the path")
     raise UnknownModelError(
         f"unknown model {model!r}",
-        f"use a zoo name ({', '.join(ZOO)}) or a path to a model file",
+        f"use a zoo name ({zoo_listing()}) or a path to a model file",
     )

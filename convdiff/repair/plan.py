@@ -55,7 +55,9 @@ RESIZE_ATTRS = {  # a resize finding's attribute -> patch field (size and scale:
 }
 FOLDED_AFTER = ("add", "sub", "mul", "div", "batch_norm")  # folded ops that follow the head
 INSERTABLE = ("relu", "relu6", "clip", "sigmoid", "tanh", "softmax")  # single-input, no weights
-PREPROCESSING_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "layout")
+PREPROCESSING_FIELDS = (
+    "size", "resize", "crop_fraction", "mean", "std", "channels", "layout", "interpolation",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from convdiff.stages import StageContext
 from convdiff.stages.findings import Finding, jsonable
 
 # the fields of a PreprocessSpec that change pixels (layout is applied at the model boundary)
-PIXEL_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels")
+PIXEL_FIELDS = ("size", "resize", "crop_fraction", "mean", "std", "channels", "interpolation")
+DEFAULTS = {"interpolation": "bilinear"}  # fields that reports written before them lack
 
 
 def run(ctx: StageContext) -> list[Finding]:
@@ -30,7 +31,8 @@ def run(ctx: StageContext) -> list[Finding]:
 def findings(evidence: dict[str, Any]) -> list[Finding]:
     """One ``preprocessing`` fault when the target's own pipeline costs top-1 agreement, else
     one ``agreement`` (no fault) saying both pipelines were compared and what they are."""
-    source, target = evidence["source_spec"], evidence["target_spec"]
+    source = {**DEFAULTS, **evidence["source_spec"]}
+    target = {**DEFAULTS, **evidence["target_spec"]}
     same = evidence["same_tensors"]
     own = evidence.get("own_preprocessing")
     changed = differing_fields(source, target)
@@ -85,7 +87,7 @@ def differing_fields(source: dict[str, Any], target: dict[str, Any]) -> list[str
     """The pixel-changing fields whose values differ (``crop_fraction`` only when cropping)."""
     changed = []
     for key in PIXEL_FIELDS:
-        a, b = source[key], target[key]
+        a, b = source.get(key, DEFAULTS.get(key)), target.get(key, DEFAULTS.get(key))
         if key == "crop_fraction" and "center-crop" not in (source["resize"], target["resize"]):
             continue
         if isinstance(a, list | tuple):

@@ -7,13 +7,16 @@ from typing import Any
 
 from convdiff.core.errors import ConvdiffError
 from convdiff.zoo import WeightsPlan, ZooVariant
-from convdiff.zoo.weights import calibrate_keras, calibration_images
+from convdiff.zoo.weights import all_layers, calibrate_keras, calibration_images
 
 APPLICATIONS = {
     "mobilenetv2": "MobileNetV2",
     "resnet101": "ResNet101",
     "inceptionv3": "InceptionV3",
+    "convnext_tiny": "ConvNeXtTiny",
+    "efficientnetv2_b0": "EfficientNetV2B0",
 }
+LAYER_SCALE_BELOW = 1e-3
 
 
 def build_keras(
@@ -37,9 +40,12 @@ def build_keras(
             detail = f"weights file {plan.path}"
             note = ""
         else:
+            scales = loosen_layer_scales(model)
             x, source = calibration_images(calibration, variant.preprocess, seed)
             count = calibrate_keras(model, x)
             detail = f"random (keras.utils.set_random_seed({seed})), {count} BatchNorm layers"
+            if scales:
+                detail += f", {scales} layer scales set to 1 (from keras' 1e-6)"
             note = f"{plan.note}; {source}"
     if variant.framework == "tf":
         path = out_dir / "saved_model"
@@ -48,6 +54,27 @@ def build_keras(
         path = out_dir / "model.keras"
         model.save(str(path))
     return {"path": str(path), "weights": plan.policy, "weights_detail": detail, "note": note}
+
+
+def loosen_layer_scales(model: Any) -> int:
+    """Set ConvNeXt's layer scales (``gamma``, initialized to 1e-6: each block would barely
+    move the output, so a fault inside it would not show) to ones; returns how many."""
+    import numpy as np
+
+    count = 0
+    for layer in all_layers(model):
+        gamma = getattr(layer, "gamma", None)
+        if gamma is None or not hasattr(gamma, "assign") or type(layer).__name__ != "LayerScale":
+            continue
+        values = np.asarray(gamma.numpy())
+        if (
+            values.size
+            and 0 < abs(values.flat[0]) < LAYER_SCALE_BELOW
+            and (values == values.flat[0]).all()
+        ):
+            gamma.assign(np.ones_like(values))
+            count += 1
+    return count
 
 
 def _imagenet(app: Any, variant: ZooVariant, shape: tuple[int, int, int]) -> Any:

@@ -1,4 +1,4 @@
-"""Child side (worker kind ``torch``): torchvision models and EfficientNet-Lite0, saved as .pt2."""
+"""Child side (worker kind ``torch``): torchvision, EfficientNet-Lite0 and timm models, as .pt2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from convdiff.core.errors import ConvdiffError
-from convdiff.zoo import WeightsPlan, ZooVariant
+from convdiff.zoo import WeightsPlan, ZooVariant, timm_models
+from convdiff.zoo.timm_catalog import is_timm_name
 from convdiff.zoo.weights import calibrate_torch, calibration_images
 
 LITE0_NAME = "efficientnet-lite0"
@@ -31,9 +32,16 @@ def build_torch(
             _load_file(module, plan.path, variant)
             detail = f"weights file {plan.path}"
         else:
+            loosened = ""
+            if is_timm_name(variant.model):
+                zeroed, scales = timm_models.loosen_inits(module)
+                loosened = (
+                    f"; timm inits undone: {zeroed} zero-initialized norm weights and "
+                    f"{scales} layer scales set to 1"
+                )
             x, source = calibration_images(calibration, variant.preprocess, seed)
             count = calibrate_torch(module, x.transpose(0, 3, 1, 2))
-            detail = f"random (torch.manual_seed({seed})), {count} BatchNorm layers"
+            detail = f"random (torch.manual_seed({seed})), {count} BatchNorm layers{loosened}"
             note = f"{plan.note}; {source}"
     module.eval()
     saved = torch_fw.save(module, str(out_dir / "model.pt2"), variant.input_shape)
@@ -46,6 +54,8 @@ def build_torch(
 
 def _architecture(variant: ZooVariant) -> Any:
     """The architecture with freshly initialized (seeded) weights."""
+    if is_timm_name(variant.model):
+        return timm_models.architecture(variant)
     if variant.model == "efficientnet_lite0":
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -63,6 +73,8 @@ def _architecture(variant: ZooVariant) -> Any:
 
 def _imagenet(variant: ZooVariant) -> Any:
     """The libraries' own loading code; a failed download names the file to place."""
+    if is_timm_name(variant.model):
+        return timm_models.imagenet(variant)
     if variant.model == "efficientnet_lite0":
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -87,10 +99,17 @@ def _imagenet(variant: ZooVariant) -> Any:
 
 
 def _load_file(module: Any, path: Path | None, variant: ZooVariant) -> None:
-    """A state_dict file (possibly wrapped as {"state_dict": ...} or {"model": ...})."""
+    """A state_dict file (possibly wrapped as {"state_dict": ...} or {"model": ...}), read
+    safely: ``torch.load(weights_only=True)``, or safetensors for a .safetensors file (timm's
+    hub format)."""
     import torch
 
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -100,5 +119,5 @@ def _load_file(module: Any, path: Path | None, variant: ZooVariant) -> None:
         first = str(exc).strip().splitlines()[0][:200]
         raise ConvdiffError(
             f"weights file {path} does not fit torch {variant.model}: {first}",
-            "give a state_dict (.pth) saved from this architecture",
+            "give a state_dict (.pth, .safetensors) saved from this architecture",
         ) from exc

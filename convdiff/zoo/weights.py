@@ -124,7 +124,7 @@ def calibrate_keras(model: Any, x_nhwc: np.ndarray) -> int:
     import keras
 
     layers = [
-        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+        layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
     ]
     saved = [layer.momentum for layer in layers]
     for layer in layers:
@@ -135,11 +135,11 @@ def calibrate_keras(model: Any, x_nhwc: np.ndarray) -> int:
     return len(layers)
 
 
-def _all_layers(model: Any) -> list[Any]:
+def all_layers(model: Any) -> list[Any]:
     """Layers of a model, nested models flattened."""
     found = []
     for layer in model.layers:
         found.append(layer)
         if hasattr(layer, "layers"):
-            found.extend(_all_layers(layer))
+            found.extend(all_layers(layer))
     return found

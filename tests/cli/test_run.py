@@ -35,7 +35,8 @@ def one_error_line(stderr: str) -> str:
         (
             ["run", "nosuchnet", "--dst", "tflite"],
             "error: unknown model 'nosuchnet'; use a zoo name (mobilenetv2, resnet101, "
-            "inceptionv3, efficientnet_lite0) or a path to a model file",
+            "inceptionv3, convnext_tiny, efficientnetv2_b0, efficientnet_lite0, "
+            "timm:<any timm model>) or a path to a model file",
         ),
         (
             ["run", "mobilenetv2", "--src", "keras", "--dst", "caffe"],

@@ -38,6 +38,22 @@ def test_stretch_is_pil_bilinear_with_its_antialiasing_weights() -> None:
     np.testing.assert_array_equal(out, expected)
 
 
+def test_bicubic_interpolation_is_pils_and_is_said() -> None:
+    """timm's configs mostly resize bicubic; a spec says so and PIL's bicubic filter does it."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(9, 13, 3), dtype=np.uint8)
+    spec = _plain((4, 6), interpolation="bicubic")
+    expected = Image.fromarray(image).resize((6, 4), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(
+        apply(spec, image), np.asarray(expected, np.float32) / np.float32(255)
+    )
+    assert not np.array_equal(apply(spec, image), apply(_plain((4, 6)), image))
+    assert spec.describe().startswith("custom 4x6 stretch bicubic, ")
+    assert _plain((4, 6)).describe().startswith("custom 4x6 stretch, ")  # bilinear: unsaid
+    with pytest.raises(ConvdiffError, match="unknown interpolation 'lanczos'"):
+        apply(_plain((4, 6), interpolation="lanczos"), image)
+
+
 def test_center_crop_resizes_the_short_side_then_cuts_the_centre() -> None:
     # crop_fraction 1.0: short side (2 rows) -> round(1 / 1.0) = 1 row, long side int(1*4/2) = 2
     # columns, i.e. the stretch result above; the 1x1 centre has left = round(0.5) = 0.

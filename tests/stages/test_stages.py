@@ -358,3 +358,30 @@ def test_a_changed_shape_is_a_divergence_and_scores_once() -> None:
     ]  # fmt: skip
     assert activations.first_divergence(rows)["source"] == "c"
     assert [(r["source"], r["growth_score"]) for r in activations.growth(rows)] == [("c", 1.0)]
+
+
+def test_inputs_stage_names_a_changed_interpolation_even_against_an_older_report() -> None:
+    """A spec recorded before specs had an interpolation reads as bilinear."""
+    from convdiff.stages.inputs import differing_fields, findings
+
+    old = {
+        "size": [224, 224],
+        "resize": "center-crop",
+        "crop_fraction": 0.875,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "channels": "RGB",
+        "description": "old",
+    }
+    new = {**old, "interpolation": "bicubic", "description": "new"}
+    assert differing_fields(old, {**old, "interpolation": "bilinear"}) == []
+    assert differing_fields(old, new) == ["interpolation"]
+    evidence = {
+        "source_spec": old,
+        "target_spec": new,
+        "same_tensors": {"images": 4, "top1_discrepancy": 0.0},
+        "own_preprocessing": {"top1_discrepancy": 25.0},
+    }
+    (finding,) = findings(evidence)
+    assert finding.evidence["differing"] == {"interpolation": ["bilinear", "bicubic"]}
+    assert finding.suggestion.endswith("interpolation bicubic -> bilinear")

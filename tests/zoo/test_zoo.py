@@ -26,9 +26,18 @@ CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 
 
 def test_names_and_frameworks() -> None:
-    assert zoo_names() == ["mobilenetv2", "resnet101", "inceptionv3", "efficientnet_lite0"]
+    assert zoo_names() == [
+        "mobilenetv2",
+        "resnet101",
+        "inceptionv3",
+        "convnext_tiny",
+        "efficientnetv2_b0",
+        "efficientnet_lite0",
+    ]
     for name in ("mobilenetv2", "resnet101", "inceptionv3"):
         assert zoo_model(name).frameworks == ("keras", "tf", "torch")
+    for name in ("convnext_tiny", "efficientnetv2_b0"):
+        assert zoo_model(name).frameworks == ("keras", "tf")
     assert zoo_model("efficientnet_lite0").frameworks == ("torch",)
     assert {v.worker for v in zoo_model("mobilenetv2").variants.values()} == {"tf", "torch"}
 
@@ -38,7 +47,8 @@ def test_unknown_model_lists_the_zoo() -> None:
         zoo_model("vgg16")
     assert str(caught.value) == (
         "unknown model 'vgg16': not a zoo name and not a file; use a model file or one of: "
-        "mobilenetv2, resnet101, inceptionv3, efficientnet_lite0"
+        "mobilenetv2, resnet101, inceptionv3, convnext_tiny, efficientnetv2_b0, "
+        "efficientnet_lite0, timm:<any timm model>"
     )
 
 
@@ -56,6 +66,8 @@ def test_framework_not_offered() -> None:
         ("mobilenetv2", "keras", [None, 224, 224, 3], (224, 224), "stretch", "RGB"),
         ("inceptionv3", "tf", [None, 299, 299, 3], (299, 299), "stretch", "RGB"),
         ("resnet101", "keras", [None, 224, 224, 3], (224, 224), "stretch", "BGR"),
+        ("convnext_tiny", "keras", [None, 224, 224, 3], (224, 224), "stretch", "RGB"),
+        ("efficientnetv2_b0", "tf", [None, 224, 224, 3], (224, 224), "stretch", "RGB"),
         ("mobilenetv2", "torch", [None, 3, 224, 224], (224, 224), "center-crop", "RGB"),
         ("inceptionv3", "torch", [None, 3, 299, 299], (299, 299), "center-crop", "RGB"),
         ("efficientnet_lite0", "torch", [None, 3, 224, 224], (224, 224), "center-crop", "RGB"),
@@ -86,6 +98,18 @@ def test_preprocessing_values() -> None:
     assert np.allclose(_pixel(keras_mnv2, (0, 255, 51)), [-1.0, 1.0, -0.6], atol=1e-6)
     caffe = zoo_model("resnet101").variant("keras")  # BGR, minus the ImageNet mean, 0..255
     assert np.allclose(_pixel(caffe, (255, 0, 0)), [-103.939, -116.779, 255 - 123.68], atol=1e-3)
+    for name in ("convnext_tiny", "efficientnetv2_b0"):  # the model normalizes: 0..255 in
+        raw = zoo_model(name).variant("keras")
+        assert raw.preprocess.name == "keras-raw-224"
+        assert np.allclose(_pixel(raw, (255, 0, 51)), [255.0, 0.0, 51.0], atol=1e-4)
+        assert (
+            raw.builder
+            == f"keras.applications.{'ConvNeXtTiny' if 'conv' in name else 'EfficientNetV2B0'}"
+        )
+    assert zoo_model("convnext_tiny").variant("tf").weights_origin == (
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/"
+    )
+    assert zoo_model("efficientnetv2_b0").variant("keras").weights_file == "efficientnetv2-b0.h5"
     lite = zoo_model("efficientnet_lite0").variant("torch")  # (x - 127) / 128
     assert np.allclose(_pixel(lite, (255, 127, 0)), [1.0, 0.0, -127 / 128], atol=1e-6)
     tv = zoo_model("mobilenetv2").variant("torch")
@@ -292,3 +316,29 @@ def test_missing_keras_weights_name_the_file(tmp_path: Path) -> None:
         "dim_ordering_tf_kernels.h5, or pass --weights PATH to a weights file, "
         "or --weights random"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "detail"),
+    [
+        (
+            "convnext_tiny",
+            "random (keras.utils.set_random_seed(0)), 0 BatchNorm layers, "
+            "18 layer scales set to 1 (from keras' 1e-6)",
+        ),
+        ("efficientnetv2_b0", "random (keras.utils.set_random_seed(0)), 59 BatchNorm layers"),
+    ],
+)
+def test_new_keras_models_random_are_not_degenerate(
+    pool: WorkerPool, tmp_path: Path, name: str, detail: str
+) -> None:
+    """ConvNeXtTiny's 1e-6 layer scales are set to 1, EfficientNetV2B0's BatchNorm calibrated:
+    the photos get different answers."""
+    variant = zoo_model(name).variant("keras")
+    calibration = _noise(variant, tmp_path / "cal.npz", seed=1)
+    images = _photos(variant, tmp_path / "x.npz")
+    built, y = _build_and_run(pool, tmp_path, name, "keras", "random", images, calibration)
+    assert built["path"].endswith("model.keras")
+    assert built["weights_detail"] == detail
+    _assert_not_degenerate(y)

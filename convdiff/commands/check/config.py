@@ -444,13 +444,17 @@ class _Reader:
                 self.add(start, f"[[conversion]] #{index + 1} has no {key}", fix)
         if len(self.issues) > before:
             return None
-        from convdiff.zoo import ZOO
+        from convdiff.zoo import is_zoo_name, zoo_listing, zoo_model
 
         model: str = values["model"]
         src: str | None = values.get("src")
-        is_zoo = model in ZOO
+        is_zoo = is_zoo_name(model)
         if is_zoo:
-            offered = ZOO[model].frameworks
+            try:
+                offered = zoo_model(model).frameworks
+            except ConvdiffError as exc:  # a timm: name timm does not have
+                self.add(line("model"), exc.problem, exc.fix or "")
+                return None
             if src is None:
                 self.add(
                     line("model"),
@@ -465,7 +469,7 @@ class _Reader:
                     f"use one of: {', '.join(offered)}",
                 )
                 return None
-            stem, model_arg = model, model
+            stem, model_arg = model.replace(":", "-"), model  # timm:x -> timm-x, a folder name
             for key in PREPROCESSING_KEYS:
                 if key in own:
                     self.add(
@@ -476,7 +480,7 @@ class _Reader:
         else:
             file = self._path(model)
             if not file.exists():
-                zoo = ", ".join(ZOO)
+                zoo = zoo_listing()
                 self.add(
                     line("model"),
                     f"model = {shown(model)} is neither a zoo model nor an existing file "

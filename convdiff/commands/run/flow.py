@@ -57,7 +57,8 @@ def run(
     source = resolve_source(config.model, config.src)
     chain = find_chain(source.framework, config.dst, config.via)
     check_run_config(config, source, chain)
-    out = prepare_out_dir(config.out, f"{source.name}-{source.framework}-{config.dst}")
+    stem = source.name.replace(":", "-")  # timm:resnet18 -> timm-resnet18, a plain folder name
+    out = prepare_out_dir(config.out, f"{stem}-{source.framework}-{config.dst}")
     progress = progress or Progress()
     progress.total = 3 + 2 * len(chain)
     report = RunReport(

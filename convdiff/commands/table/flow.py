@@ -69,10 +69,10 @@ def plan(config: TableConfig) -> list[ModelBlock]:
     targets = tuple(dict.fromkeys(config.frameworks))
     blocks: list[ModelBlock] = []
     for model in config.models:
-        from convdiff.zoo import ZOO
+        from convdiff.zoo import is_zoo_name, zoo_model
 
-        if model in ZOO:
-            offered = ZOO[model].frameworks
+        if is_zoo_name(model):
+            offered = zoo_model(model).frameworks
             sources = tuple(f for f in targets if f in offered)
             if not sources:
                 raise ConvdiffError(
@@ -185,7 +185,7 @@ def _cells(blocks: list[ModelBlock]) -> list[Cell]:
                         dst,
                         route=(src, *(edge.dst for edge in chain)),
                         estimate_gb=estimate_gb(block.name, tools, block.kind == "file"),
-                        run_dir=f"cells/{block.name}/{src}-{dst}",
+                        run_dir=f"cells/{block.name.replace(':', '-')}/{src}-{dst}",
                     )
                 )
     return cells

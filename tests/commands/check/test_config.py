@@ -192,7 +192,8 @@ def test_missing_files_are_named_with_the_folder_they_were_looked_for_in(folder:
     assert stderr.splitlines() == [
         f'error: {config}:2: model = "nets/missing.onnx" is neither a zoo model nor an existing '
         f"file (looked for {folder / 'nets/missing.onnx'}); use a zoo name (mobilenetv2, "
-        "resnet101, inceptionv3, efficientnet_lite0) or a path relative to the config file",
+        "resnet101, inceptionv3, convnext_tiny, efficientnetv2_b0, efficientnet_lite0, "
+        "timm:<any timm model>) or a path relative to the config file",
         f'error: {config}:9: data = "images" is not a folder (looked for {folder / "images"}); '
         "give an image folder relative to the config file, or remove data to use the embedded "
         "sample set",

@@ -303,7 +303,8 @@ def test_killed_table_resumes(models: tuple[Path, Path], tmp_path: Path, sig) ->
         (
             ["--models", "nosuchnet"],
             "error: unknown model 'nosuchnet'; use a zoo name (mobilenetv2, resnet101, "
-            "inceptionv3, efficientnet_lite0) or a path to a model file",
+            "inceptionv3, convnext_tiny, efficientnetv2_b0, efficientnet_lite0, "
+            "timm:<any timm model>) or a path to a model file",
         ),
         (
             ["--models", "mobilenetv2,mobilenetv2"],
