@@ -161,18 +161,6 @@ def test_timm_weights_follow_the_hugging_face_cache(
     assert (plan.policy, plan.path) == ("imagenet", cached)
 
 
-def test_timm_catalog_imports_no_framework() -> None:
-    code = (
-        "import sys, convdiff.zoo; convdiff.zoo.weights_plan('timm:resnet18', 'torch', 'auto'); "
-        "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'tensorflow', 'keras') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.strip() == "[]"
-
-
 def test_bad_timm_name_on_the_command_line() -> None:
     result = CliRunner().invoke(
         cli, ["run", "timm:resnet1888", "--src", "torch", "--dst", "onnx", "--quiet"]

@@ -159,10 +159,12 @@ def test_weights_file_policy(tmp_path: Path) -> None:
     }
 
 
-def test_catalog_imports_no_framework() -> None:
+@pytest.mark.parametrize("model", ["inceptionv3", "timm:resnet18"])
+def test_catalog_imports_no_framework(model: str) -> None:
+    """The catalog (the timm table too) is read without torch, timm or TF."""
     code = (
-        "import sys, convdiff.zoo; convdiff.zoo.weights_plan('inceptionv3', 'torch', 'auto'); "
-        "print(sorted(m for m in ('torch', 'torchvision', 'tensorflow', 'keras') "
+        f"import sys, convdiff.zoo; convdiff.zoo.weights_plan({model!r}, 'torch', 'auto'); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'tensorflow', 'keras') "
         "if m in sys.modules))"
     )
     out = subprocess.run(
