@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.ir.anchors import Anchor, pair_anchors
 from convdiff.ir.graph import CanonicalGraph, Layer
 
 COMMUTATIVE = ("add", "mul", "maximum", "minimum")
@@ -55,6 +56,7 @@ class Unmatched:
 class Alignment:
     pairs: list[Pair] = field(default_factory=list)
     unmatched: list[Unmatched] = field(default_factory=list)
+    anchors: list[Anchor] = field(default_factory=list)  # the pairs placed first, by weights
 
     def __bool__(self) -> bool:
         """True when every layer of both graphs has its counterpart with the same shapes."""
@@ -67,6 +69,7 @@ class Alignment:
         return {
             "pairs": [asdict(p) for p in self.pairs],
             "unmatched": [{**asdict(u), "shape": list(u.shape)} for u in self.unmatched],
+            "anchors": [asdict(x) for x in self.anchors],
         }
 
 
@@ -98,6 +101,9 @@ class _Aligner:
     def run(self) -> Alignment:
         for ia, ib in zip(self.a.inputs, self.b.inputs, strict=False):
             self._pair(self.a[ia], self.b[ib], direct=True)
+        for anchor in pair_anchors(self.a, self.b):
+            self._pair(self.a[anchor.a], self.b[anchor.b], direct=True)
+            self.result.anchors.append(anchor)
         for layer in self.a.layers:
             if layer.op == "input" or layer.id in self.m:
                 continue

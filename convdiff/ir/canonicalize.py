@@ -37,6 +37,7 @@ def canonicalize(graph: CanonicalGraph) -> CanonicalGraph:
         fold_pad,
         fold_min_max,
         name_activations,
+        constant_matmul,
         fuse_bias,
         fold_batch_norm,
         fold_scale,
@@ -82,6 +83,15 @@ def _per_channel(const: np.ndarray, channels: int, axis: int = 1) -> np.ndarray 
     return const.reshape(channels)
 
 
+def _output_channels(layer: Layer, const: np.ndarray) -> np.ndarray | None:
+    """A constant that broadcasts along ``layer``'s output channels only, as a [C] vector: a
+    conv's axis 1, a dense layer's last axis (tokens x features in a transformer)."""
+    channels = layer.params["weight"].shape[0]
+    if layer.op == "dense" and const.size == channels and const.shape[-1:] == (channels,):
+        return const.reshape(channels)
+    return _per_channel(const, channels)
+
+
 # -- passes ----------------------------------------------------------------------------------
 
 
@@ -108,9 +118,44 @@ def drop_noise(g: CanonicalGraph) -> bool:
         noise = layer.op == "identity" or (layer.op == "reshape" and layer.attrs.get("noise"))
         if layer.op == "pad" and not any(any(w) for w in layer.attrs.get("pad_width", [])):
             noise = True
+        if _identity_broadcast(g, layer):
+            noise = True
         if noise and len(layer.inputs) == 1:
             _remove(g, layer)
             return True
+    return False
+
+
+def _identity_broadcast(g: CanonicalGraph, layer: Layer) -> bool:
+    """A broadcast of a tensor to the shape it has (torch.export writes one before each
+    batched matmul)."""
+    if layer.op != "other" or layer.attrs.get("tvm_op") != "relax.broadcast_to":
+        return False
+    return len(layer.inputs) == 1 and g[layer.inputs[0]].shape == layer.shape
+
+
+def constant_matmul(g: CanonicalGraph) -> bool:
+    """A tensor times a broadcast constant 2-D matrix (torch.export's ``linear`` without a
+    bias, e.g. an attention projection) is a dense layer, as the same matmul is when the
+    constant reaches it directly."""
+    for layer in g.layers:
+        if layer.op != "other" or layer.attrs.get("tvm_op") != "relax.matmul":
+            continue
+        if len(layer.inputs) != 2:
+            continue
+        const = g[layer.inputs[1]]
+        values = list(const.params.values())
+        if const.inputs or len(values) != 1 or values[0].ndim != 2:
+            continue
+        if len(g.consumers(const.id)) != 1 or const.id in g.outputs:
+            continue
+        layer.op, layer.inputs = "dense", [layer.inputs[0]]
+        layer.attrs = {"units": int(values[0].shape[1])}
+        layer.params = {"weight": np.ascontiguousarray(values[0].T)}
+        layer.folded.append(f"{const.attrs.get('tvm_op', const.op)} {const.id}")
+        g.layers.remove(const)
+        g.reindex()
+        return True
     return False
 
 
@@ -186,7 +231,7 @@ def fuse_bias(g: CanonicalGraph) -> bool:
         if add is None or add.op != "add" or "const" not in add.params:
             continue
         channels = layer.params["weight"].shape[0]
-        bias = _per_channel(add.params["const"], channels)
+        bias = _output_channels(layer, add.params["const"])
         if bias is None:
             continue
         layer.params["bias"] = layer.params.get("bias", np.zeros(channels, np.float32)) + bias
@@ -228,8 +273,7 @@ def fold_scale(g: CanonicalGraph) -> bool:
         mul = _only_consumer(g, layer)
         if mul is None or mul.op != "mul" or "const" not in mul.params:
             continue
-        channels = layer.params["weight"].shape[0]
-        scale = _per_channel(mul.params["const"], channels)
+        scale = _output_channels(layer, mul.params["const"])
         if scale is None:
             continue
         shape = (-1,) + (1,) * (layer.params["weight"].ndim - 1)
