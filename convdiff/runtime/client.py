@@ -160,6 +160,33 @@ def run_tvm(
     )
 
 
+def run_tvm_forced(
+    pool: WorkerPool,
+    framework: str,
+    path: str | Path,
+    inputs_npz: str | Path,
+    *,
+    images: list[int],
+    fed_npz: str | Path,
+    measured: list[str],
+    out_npz: str | Path,
+    layout: str = "auto",
+) -> TaskOutcome:
+    """Run a model on TVM with some of its tensors fed from another model's activations."""
+    return pool.call(
+        "tvm",
+        f"{TVM}:run_tvm_forced",
+        framework=framework,
+        path=str(path),
+        inputs_npz=str(inputs_npz),
+        images=images,
+        fed_npz=str(fed_npz),
+        measured=measured,
+        out_npz=str(out_npz),
+        layout=layout,
+    )
+
+
 def torch_file_ops(pool: WorkerPool, path: str | Path) -> TaskOutcome:
     """``[kind, name, index]`` of each node of a torch.export program TVM makes a layer of."""
     return pool.call("torch", f"{APPLIER_TASKS['torch'][1]}:file_ops", path=str(path))

@@ -19,6 +19,7 @@ from typing import Any
 
 from convdiff.ir.align import Alignment, Unmatched
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.ir.segments import FunctionCheck, agrees_after
 from convdiff.stages.findings import STAGES, Finding
 
 _EPSILON = re.compile(r"batch_norm (\S+) epsilon=(\S+)")
@@ -40,6 +41,13 @@ class StageContext:
     names_b: dict[str, str] = field(default_factory=dict)
     quant: dict[str, dict[str, Any]] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    function: FunctionCheck | None = None  # the segments judged by what they compute
+
+    def harmless(self, layer_id: str, side: str = "a") -> bool:
+        """Whether what differs at ``layer_id`` (of graph ``side``) changes nothing the target
+        computes: every point downstream agrees (:func:`convdiff.ir.segments.agrees_after`)."""
+        graph = self.a if side == "a" else self.b
+        return agrees_after(self.function, graph, layer_id, side)
 
     def name_a(self, layer_id: str | None) -> str | None:
         return None if layer_id is None else self.names_a.get(layer_id, layer_id)

@@ -8,7 +8,7 @@ else the canonical layer id; ``evidence`` holds plain JSON numbers (never tensor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 STAGES = ("inputs", "tools", "weights", "hyperparams", "graph")
@@ -38,8 +38,20 @@ class Finding:
 
     @property
     def is_fault(self) -> bool:
-        """Agreement evidence (the inputs stage saying both pipelines agree) is no fault."""
-        return self.kind != "agreement"
+        """Agreement evidence (the inputs stage saying both pipelines agree) is no fault, nor
+        a latent difference (one the models' function does not show, see :meth:`latent`)."""
+        return self.kind != "agreement" and not self.evidence.get("latent")
+
+    def as_latent(self) -> Finding:
+        """This difference, marked as one that changes nothing the target computes: the
+        segment after it agrees with the source (:mod:`convdiff.ir.segments`). Reported, so
+        a user sees it (another input size may expose it), but not a fault."""
+        return replace(
+            self,
+            summary=f"{self.summary} [latent: the target computes the source's values here]",
+            evidence={**self.evidence, "latent": True},
+            score=0.0,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

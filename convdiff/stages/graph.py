@@ -21,15 +21,24 @@ from __future__ import annotations
 from typing import Any
 
 from convdiff.ir.align import Unmatched
-from convdiff.stages import StageContext, near_pairs
+from convdiff.ir.segments import upstream
+from convdiff.stages import StageContext, hyperparams, near_pairs, weights
 from convdiff.stages.activations import TOLERANCE, first_divergence, growth
 from convdiff.stages.findings import Finding, jsonable
 
 
 def run(ctx: StageContext) -> list[Finding]:
     explained = {u.layer for pair in near_pairs(ctx) for u in pair}
-    a_un = [u for u in ctx.alignment.unmatched if u.graph == "a" and u.layer not in explained]
-    b_un = [u for u in ctx.alignment.unmatched if u.graph == "b" and u.layer not in explained]
+    a_un = [
+        u
+        for u in ctx.alignment.unmatched
+        if u.graph == "a" and u.layer not in explained and not ctx.harmless(u.layer, "a")
+    ]
+    b_un = [
+        u
+        for u in ctx.alignment.unmatched
+        if u.graph == "b" and u.layer not in explained and not ctx.harmless(u.layer, "b")
+    ]
     findings = []
     for ua in list(a_un):
         ub = next((u for u in b_un if _same_layer(ctx, ua, u)), None)
@@ -73,7 +82,62 @@ def run(ctx: StageContext) -> list[Finding]:
                 f"remove the target's {u.op} {ctx.name_b(u.layer)}",
             )
         )
-    return findings + divergence_findings(ctx)
+    if ctx.function is None:
+        return findings + divergence_findings(ctx)
+    # the first diverging layer, unless the segments prove its difference harmless
+    first = [f for f in divergence_findings(ctx) if not _harmless_row(ctx, f)]
+    return findings + first + function_findings(ctx, findings + first)
+
+
+def _harmless_row(ctx: StageContext, finding: Finding) -> bool:
+    source = next(
+        (p.a for p in ctx.alignment.pairs if ctx.name_a(p.a) == finding.source_layer), None
+    )
+    return source is not None and ctx.harmless(source)
+
+
+def function_findings(ctx: StageContext, structural: list[Finding]) -> list[Finding]:
+    """One ``function_differs`` finding per point where the target, fed the source's tensors
+    at the points before, computes something else, and no finding of the weights,
+    hyperparams or graph stage lies in the segment before it: a difference the layer
+    comparisons cannot name (an op the canonical graph keeps as ``other``, say) is still
+    placed between two anchors."""
+    check = ctx.function
+    assert check is not None
+    named = {f.target_layer for f in structural} | {f.source_layer for f in structural}
+    named |= {f.target_layer for f in weights.run(ctx) + hyperparams.run(ctx)}
+    fed = {p.b for p in check.points if p.fed}
+    findings = []
+    for point in check.points:
+        if not check.differs(point):
+            continue
+        inside = upstream(ctx.b, point.b, fed)
+        if any(ctx.name_b(lid) in named for lid in inside):
+            continue
+        value = check.divergence.get(point.b)
+        how = "sizes differ" if value is None else f"relative divergence {value:.3g}"
+        ops = sorted({ctx.b[lid].attrs.get("tvm_op", ctx.b[lid].op) for lid in inside})
+        source, target = ctx.name_a(point.a), ctx.name_b(point.b)
+        findings.append(
+            Finding(
+                "graph",
+                "function_differs",
+                source,
+                target,
+                f"fed the source's tensors before it, the target computes another {target} "
+                f"({how} on {len(check.images)} image(s)); ops in between: {', '.join(ops)}",
+                jsonable(
+                    {
+                        "divergence": value,
+                        "tolerance": check.tolerance_at(point),
+                        "images": check.images,
+                        "segment": sorted(str(ctx.name_b(lid)) for lid in inside),
+                    }
+                ),
+                f"compare the ops that compute the target's {target} with the source's {source}",
+            )
+        )
+    return findings
 
 
 def divergence_findings(ctx: StageContext) -> list[Finding]:

@@ -29,12 +29,14 @@ def run(ctx: StageContext) -> list[Finding]:
     findings: list[Finding] = []
     for pair in ctx.alignment.pairs:
         la, lb = ctx.a[pair.a], ctx.b[pair.b]
-        findings.extend(_attr_findings(ctx, la, lb))
-        findings.extend(_epsilon_findings(ctx, la, lb))
+        found = _attr_findings(ctx, la, lb) + _epsilon_findings(ctx, la, lb)
+        if found and ctx.harmless(la.id):  # its segment computes what the source's does
+            found = [f.as_latent() for f in found]
+        findings.extend(found)
     for ua, ub in near_pairs(ctx):
         finding = _activation_finding(ctx, ctx.a[ua.layer], ctx.b[ub.layer])
         if finding is not None:
-            findings.append(finding)
+            findings.append(finding.as_latent() if ctx.harmless(ua.layer) else finding)
     return findings
 
 

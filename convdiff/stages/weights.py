@@ -38,10 +38,12 @@ def run(ctx: StageContext) -> list[Finding]:
     findings = []
     for pair in ctx.alignment.pairs:
         la, lb = ctx.a[pair.a], ctx.b[pair.b]
+        harmless = ctx.harmless(la.id)  # e.g. a scale the next ops undo (a folded hard-sigmoid)
         for name in sorted(set(la.params) | set(lb.params)):
             finding = compare_param(ctx, la, lb, name)
             if finding is not None:
-                findings.append(finding)
+                latent = harmless and finding.kind != "precision"
+                findings.append(finding.as_latent() if latent else finding)
     return findings
 
 

@@ -47,14 +47,21 @@ from convdiff.core.outdir import prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.core.trust import trust_env
 from convdiff.inputs.source import SourceSpec, resolve_source
+from convdiff.ir import segments
 from convdiff.ir.align import Alignment, align, squeezed
 from convdiff.ir.canonicalize import canonicalize
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.ir.names import WEIGHTED, quant_evidence
+from convdiff.ir.segments import FunctionCheck
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages import StageContext, activations, stage_function
 from convdiff.stages.findings import STAGES, Finding, ordered
 from convdiff.stages.graph import activation_growth, rank
+from convdiff.stages.weights import compare_param
+
+# a segment after a weight that lost precision parts by up to a few percent of its scale
+# (int8 per-tensor: ~1e-2 measured); beyond that something else differs too
+LOSSY_TOLERANCE = 0.05
 
 
 def localize(
@@ -154,12 +161,13 @@ def _localize(job: _Job) -> LocalizeReport:
     check_correspondence(a, b, alignment, source.file.name, target.file.name)
     evidence: dict[str, Any] = {}
     if set(RUN_STAGES) & set(config.stages):
-        sides = None
-        if "graph" in config.stages:
+        sides, cut = None, None
+        if set(GRAPH_STAGES) & set(config.stages):
             matched = activations.pairs(StageContext(a, b, alignment))
             sides = (tvm_side(raw_a, a, matched, 0), tvm_side(raw_b, b, matched, 1))
+            cut = segments.points(a, b, alignment)
         assert inputs is not None  # resolved above whenever RUN_STAGES are selected
-        evidence = measure_runs(pool, config, source, target, out, progress, inputs, sides)
+        evidence = measure_runs(pool, config, source, target, out, progress, inputs, sides, cut)
         _attach_chain(evidence, chain, target.file)
         if "activations" in evidence:
             evidence["activations"] = activation_rows(evidence["activations"], a, b, alignment)
@@ -190,13 +198,42 @@ def _localize(job: _Job) -> LocalizeReport:
         names_b,
         quant_evidence(info_b, raw_b.meta["path"], index_b),
         evidence,
+        _function_check(evidence, report),
     )
+    if ctx.function is not None:
+        ctx.function.relax(a, lossy_anchors(ctx), LOSSY_TOLERANCE)
+        report.runs["function"] = {**report.runs["function"], **ctx.function.to_json()}
     _run_stages(report, report.stages, ctx, progress)
     report.context = ctx
     growth = activation_growth(ctx) if "graph" in report.stages else []
     report.suspects = rank(report.findings, growth)
     _save(report, out)
     return report
+
+
+def lossy_anchors(ctx: StageContext) -> list[str]:
+    """The source anchors whose target weight lost precision (int8, float16, bfloat16): the
+    segments after them may part by that loss, which the weights stage reports."""
+    lossy = []
+    for anchor in ctx.alignment.anchors:
+        la, lb = ctx.a[anchor.a], ctx.b[anchor.b]
+        if "weight" in la.params and "weight" in lb.params:
+            found = compare_param(ctx, la, lb, "weight")
+            if found is not None and found.kind == "precision":
+                lossy.append(la.id)
+    return lossy
+
+
+def _function_check(evidence: dict[str, Any], report: LocalizeReport) -> FunctionCheck | None:
+    """The segments' check when it ran (a failed one is a note: the stages then report every
+    difference, as without runs)."""
+    found = evidence.get("function")
+    if not found:
+        return None
+    if "error" in found:
+        report.notes.append(f"function check: {found['error']}; every difference is reported")
+        return None
+    return FunctionCheck.from_json(found)
 
 
 def _without_graphs(job: _Job, inputs: Inputs | None) -> LocalizeReport:

@@ -14,18 +14,51 @@ def summary(report: LocalizeReport) -> str:
         f"localize {Path(report.source).name} ({report.src}) -> {Path(report.target).name} "
         f"({report.dst}): {len(report.faults)} finding(s), stages {', '.join(report.stages)}"
     ]
+    latent = [f for f in report.findings if f.evidence.get("latent")]
     for f in report.findings:
+        if f.evidence.get("latent"):
+            continue
         where = ""  # the inputs and tools stages judge whole models, not layers
         if f.source_layer or f.target_layer:
             where = f" at {f.source_layer or '-'} -> {f.target_layer or '-'}"
         lines.append(f"  [{f.stage}] {f.kind}{where}: {f.summary}")
         if f.suggestion:
             lines.append(f"      fix: {f.suggestion}")
+    if latent:
+        lines.append(
+            f"  {len(latent)} latent difference(s): the target computes the source's values "
+            "there on these images (listed in report.md)"
+        )
+    function = report.runs.get("function") or {}
+    if function.get("points"):
+        lines.append(f"  {_function_line(function)}")
     for crash in report.crashes:
         lines.append(f"  stage {crash['stage']} crashed: {crash['message']}")
     lines += [f"  note: {note}" for note in report.notes]
     lines.append(f"report: {Path(report.out_dir) / 'report.md'}")
     return "\n".join(lines)
+
+
+def _function_line(function: dict[str, Any]) -> str:
+    """How the segments between anchors compared (see :mod:`convdiff.ir.segments`)."""
+    measured = [p for p in function["points"] if p["divergence"] != "not measured"]
+    relaxed = function.get("relaxed", {})
+    differ = [
+        p
+        for p in measured
+        if p["divergence"] is None or p["divergence"] > relaxed.get(p["b"], function["tolerance"])
+    ]
+    return (
+        f"function: fed the source's tensors, the target's {len(measured)} segment(s) between "
+        f"anchors were run on {len(function['images'])} image(s): {len(differ)} differ "
+        f"(tolerance {function['tolerance']:g}"
+        + (
+            f"; {max(relaxed.values()):g} for the {len(relaxed)} after a weight that lost precision"
+            if relaxed
+            else ""
+        )
+        + ")"
+    )
 
 
 def to_markdown(report: LocalizeReport) -> str:
@@ -60,6 +93,9 @@ def to_markdown(report: LocalizeReport) -> str:
         out += ["## Suspicious layers", ""]
         out += [f"1. `{s['layer']}` ({', '.join(s['kinds'])})" for s in report.suspects]
         out.append("")
+    function = report.runs.get("function") or {}
+    if function.get("points"):
+        out += ["## Segments", "", _function_line(function), ""]
     out += _activations_markdown(report.runs.get("activations"))
     for crash in report.crashes:
         out.append(f"- stage {crash['stage']} crashed: {crash['message']}")

@@ -29,6 +29,7 @@ from convdiff.inputs.preprocess import PreprocessSpec
 from convdiff.inputs.source import SourceSpec
 from convdiff.inputs.spec import check_classifier, resolve_spec
 from convdiff.ir.graph import CanonicalGraph
+from convdiff.ir.segments import FunctionCheck, Point
 from convdiff.metrics import PairMetrics, align_classes, compare
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
@@ -37,6 +38,7 @@ from convdiff.stages.findings import jsonable
 
 RUN_STAGES = ("inputs", "tools")  # the stages that run the models (on images)
 MAX_ACTIVATION_IMAGES = 4  # disagreeing images whose activations are compared
+MAX_FUNCTION_IMAGES = 2  # images the target's segments run on (one TVM call per image)
 MAX_TVM_IMAGES = 4  # images TVM runs for the tools stage (the activation images among them)
 TVM_RUNTIMES = ("onnx", "tflite", "torch")  # frameworks TVM has a frontend for
 
@@ -90,6 +92,7 @@ def measure_runs(
     progress: Progress,
     inputs: Inputs,
     sides: tuple[TvmSide, TvmSide] | None = None,
+    function_points: list[Point] | None = None,
 ) -> dict[str, Any]:
     """Run the models the inputs and tools stages (and the graph stage's activation evidence,
     given ``sides``) need, on the run's images; return their evidence (JSON numbers; tensors
@@ -154,7 +157,8 @@ def measure_runs(
         if not chosen:
             act["note"] = (
                 f"no image's top-1 label differs between the models (of {len(names)}): the "
-                "activation check was skipped"
+                "first-divergence check was skipped"
+                + (" (the segments were compared by function)" if function_points else "")
             )
         elif len(differ) > len(chosen):
             act["note"] = (
@@ -191,17 +195,64 @@ def measure_runs(
             [names[i] for i in tvm_images], [accepted[i] for i in tvm_images],
             outcome if tvm_target else None,
         )  # fmt: skip
-    if measure and act is not None and sides is not None:
-        act["target"] = _activation_outcome(outcome if act_outcome is None else act_outcome)
+    if sides is not None and (measure or function_points):
+        if measure and act is not None:
+            act["target"] = _activation_outcome(outcome if act_outcome is None else act_outcome)
+        seen = chosen or (tvm_images[:MAX_FUNCTION_IMAGES] if function_points else [])
+        wanted_a = tuple(dict.fromkeys([*sides[0].layers, *(p.tensor_a for p in function_points)]))
         with progress.step("running the source on TVM (llvm) for its activations"):
             source_run = _run_tvm(
                 pool, sides[0].framework, sides[0].path, runs, "source", spec.layout,
-                sides[0].layers, chosen, chosen,
+                wanted_a, seen, seen,
             )  # fmt: skip
-        act["source"] = _activation_outcome(source_run)
+        if measure and act is not None:
+            act["source"] = _activation_outcome(source_run)
+        if function_points:
+            evidence["function"] = _function_check(
+                pool, sides[1], runs, function_points, source_run, seen,
+                [names[i] for i in seen[:MAX_FUNCTION_IMAGES]], progress,
+            )  # fmt: skip
     if act is not None:
         evidence["activations"] = json.loads(json.dumps(jsonable(act)))
     return evidence
+
+
+def _function_check(
+    pool: WorkerPool,
+    target: TvmSide,
+    runs: Path,
+    points: list[Point],
+    source_run: Any,
+    seen: list[int],
+    images: list[str],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Feed the source's tensors at the points to the target on TVM and measure what the
+    target computes at each (:mod:`convdiff.ir.segments`): the JSON form of a
+    :class:`FunctionCheck`, or ``{"error": ...}`` when a run failed."""
+    source = _activation_outcome(source_run)
+    if "error" in source:
+        return {"error": f"the source did not run on TVM: {source['error']}"}
+    count = len(images)
+    with np.load(source["npz"]) as data:
+        acts = {k: data[k][:count] for k in data.files}
+    fed = {p.tensor_b: acts[p.tensor_a] for p in points if p.fed and p.tensor_a in acts}
+    fed_npz, out_npz = runs / "function-fed.npz", runs / "function-target.npz"
+    np.savez(fed_npz, **fed)
+    with progress.step(f"running the target's segments on the source's tensors ({count} images)"):
+        outcome = client.run_tvm_forced(
+            pool, target.framework, target.path, RunFiles(runs).x_source,
+            images=seen[:count], fed_npz=fed_npz, measured=[p.tensor_b for p in points],
+            out_npz=out_npz,
+        )  # fmt: skip
+    if not outcome:
+        return {"error": f"TVM could not run the target: {outcome.error_type}: {outcome.message}"}
+    check = FunctionCheck(points, images=images, skipped=outcome.value["skipped"])
+    with np.load(out_npz) as data:
+        for p in points:
+            if p.tensor_a in acts and p.tensor_b in data.files:
+                check.divergence[p.b] = activations.divergence(acts[p.tensor_a], data[p.tensor_b])
+    return {**check.to_json(), "compile_seconds": outcome.value["compile_seconds"]}
 
 
 def _tvm_images(y_src: np.ndarray, y_dst: np.ndarray, chosen: list[int]) -> list[int]:

@@ -45,7 +45,132 @@ def compile_module(mod: Any, layers: list[str] | None = None) -> Compiled:
         compiled_mod, exposed, info = _expose(mod, layers)
     executable = tvm.compile(compiled_mod, target="llvm")
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    return Compiled(vm, shape_of(mod["main"].params[0].ty), exposed, info)
+    return Compiled(vm, input_shape(mod), exposed, info)
+
+
+def input_shape(mod: Any) -> list[int]:
+    """The shape of ``main``'s first parameter (-1 for a dynamic dimension)."""
+    return shape_of(mod["main"].params[0].ty)
+
+
+@dataclass
+class Forced:
+    """A module compiled so that chosen tensors can be fed from outside (see :func:`_force`):
+    ``main(x, *forced)`` returns ``(output, *measured)``."""
+
+    vm: Any
+    forced: list[Exposed]  # the tensors fed in, in main's parameter order after x
+    measured: list[Exposed]  # the tensors returned, each computed from the fed ones
+    skipped: dict[str, str]  # raw layer id -> why it could not be fed or measured
+
+
+def compile_forced(mod: Any, forced: dict[str, int], measured: list[str]) -> Forced:
+    """Compile ``mod`` for llvm with the tensors of raw layers ``forced`` (id -> the number
+    of values per image that will be fed) as extra inputs of ``main`` and those of
+    ``measured`` as extra outputs (:func:`_force`)."""
+    import tvm
+    from tvm import relax
+
+    rebuilt, fed, out, skipped = _force(mod, forced, measured)
+    executable = tvm.compile(rebuilt, target="llvm")
+    return Forced(relax.VirtualMachine(executable, tvm.cpu()), fed, out, skipped)
+
+
+def run_forced(
+    compiled: Forced, x: np.ndarray, values: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Run one image ``x`` (batch of 1, the module's layout) with the fed tensors given in
+    *logical* layout per raw layer id; the measured tensors back in logical layout (a fed
+    tensor missing from ``values`` is fed the module's own value: a first plain run)."""
+    import tvm
+
+    args = [tvm.runtime.tensor(np.ascontiguousarray(x))]
+    for lid, var, perm in compiled.forced:
+        shape = shape_of(var.ty)
+        logical = [shape[i] for i in np.argsort(perm)] if len(perm) == len(shape) else shape
+        array = np.asarray(values[lid], np.float32).reshape(logical)  # one -1 at most
+        if len(perm) == len(shape) and perm != identity_perm(len(shape)):
+            array = array.transpose(perm)
+        args.append(tvm.runtime.tensor(np.ascontiguousarray(array)))
+    result = compiled.vm["main"](*args)
+    values_out = list(result)[1:]
+    return {
+        lid: _logical_array(value, perm)
+        for (lid, _, perm), value in zip(compiled.measured, values_out, strict=True)
+    }
+
+
+def _force(
+    mod: Any, forced: dict[str, int], measured: list[str]
+) -> tuple[Any, list[Exposed], list[Exposed], dict[str, str]]:
+    """``mod`` whose ``main`` takes the tensors of raw layers ``forced`` as extra parameters
+    and returns those of ``measured`` after its output.
+
+    Every *use* of a fed tensor reads the parameter, while its own binding stays and can be
+    measured: the module then computes each measured tensor from the fed ones before it,
+    which is what a segment between two anchors computes on the source's activations.
+    """
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    plain = relax.transform.ToNonDataflow()(mod)
+    original, extractor = Extractor(mod), Extractor(plain)
+    ids_before = [layer.id for layer in original.run({}).layers]
+    ids_after = [layer.id for layer in extractor.run({}).layers]
+    if ids_before != ids_after:
+        raise ValueError("layer ids changed under ToNonDataflow; nothing can be fed")
+    tensors = extractor.graph.tensors
+    skipped: dict[str, str] = {}
+    fed: list[Exposed] = []
+    for lid, size in forced.items():
+        if lid not in tensors:
+            skipped[lid] = "not a tensor of the module"
+        elif not isinstance(tensors[lid][0].ty, relax.TensorType):
+            skipped[lid] = "a tuple, not a tensor"
+        elif not _holds(shape_of(tensors[lid][0].ty), size):
+            skipped[lid] = f"holds {_show(shape_of(tensors[lid][0].ty))}, fed {size} values"
+        else:
+            fed.append((lid, *tensors[lid]))
+    out = [(lid, *tensors[lid]) for lid in dict.fromkeys(measured) if lid in tensors]
+    skipped.update({lid: "not a tensor of the module" for lid in measured if lid not in tensors})
+    params = [relax.Var(f"fed_{i}", var.ty) for i, (_, var, _) in enumerate(fed)]
+    substitute = {var.id_: param for (_, var, _), param in zip(fed, params, strict=True)}
+
+    @mutator
+    class _Feed(PyExprMutator):  # type: ignore[misc]
+        def visit_var_(self, op: Any) -> Any:
+            return substitute.get(op.id_, op)
+
+    feed = _Feed()
+    func = plain["main"]
+    blocks = []
+    for block in func.body.blocks:
+        bindings = []
+        for binding in block.bindings:
+            value = feed.visit_expr(binding.value)
+            if isinstance(binding, relax.MatchCast):
+                bindings.append(relax.MatchCast(binding.var, value, binding.ty))
+            else:
+                bindings.append(relax.VarBinding(binding.var, value))
+        blocks.append(relax.BindingBlock(bindings))
+    fields = [feed.visit_expr(func.body.body)] + [var for _, var, _ in out]
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, relax.Tuple(fields)))
+    plain["main"] = relax.Function(list(func.params) + params, body, None, func.is_pure, func.attrs)
+    return plain, fed, out, skipped
+
+
+def _holds(shape: list[int], size: int) -> bool:
+    """Can a tensor of ``shape`` (-1: dynamic, one at most, the batch of 1 image) take
+    ``size`` values? A dynamic axis takes what the fixed ones leave."""
+    fixed = int(np.prod([d for d in shape if d >= 0]))
+    dynamic = sum(d < 0 for d in shape)
+    if dynamic > 1 or fixed == 0:
+        return False
+    return size == fixed if dynamic == 0 else size % fixed == 0
+
+
+def _show(shape: list[int]) -> str:
+    return "x".join("?" if d < 0 else str(d) for d in shape)
 
 
 def input_layout(layout: str, shape: list[int]) -> str:
@@ -65,6 +190,8 @@ def run(
 
     shape = compiled.input_shape
     step = len(x) if shape and shape[0] < 0 else max(shape[0], 1) if shape else 1
+    if compiled.exposed:  # one image per call: a tensor may merge the batch with tokens
+        step = 1
     keep = set(images)
     chunks: list[np.ndarray] = []
     acts: dict[str, list[np.ndarray]] = {lid: [] for lid, _, _ in compiled.exposed}
@@ -76,7 +203,7 @@ def run(
             rows = [k for k, j in enumerate(index) if j in keep]
             for (lid, _, perm), value in zip(compiled.exposed, tensors, strict=True):
                 if rows:
-                    acts[lid].append(_logical_array(value, perm)[rows])
+                    acts[lid].append(_one_image(_logical_array(value, perm)))
         if not hasattr(result, "numpy"):  # a tuple of outputs: the first is the prediction
             result = result[0]
         chunks.append(result.numpy().reshape(len(index), -1))
@@ -110,6 +237,12 @@ def _expose(mod: Any, layers: list[str]) -> tuple[Any, list[Exposed], dict[str, 
     body = relax.BlockBuilder().normalize(relax.SeqExpr(func.body.blocks, relax.Tuple(fields)))
     plain["main"] = relax.Function(func.params, body, None, func.is_pure, func.attrs)
     return plain, exposed, {"layers": [lid for lid, _, _ in exposed], "missing": missing}
+
+
+def _one_image(array: np.ndarray) -> np.ndarray:
+    """One image's tensor with a leading batch axis of 1, whatever its own axis 0 is (a
+    transformer's dense layer may see ``[tokens, features]``)."""
+    return array if array.shape[:1] == (1,) else array[None]
 
 
 def _logical_array(value: Any, perm: tuple[int, ...]) -> np.ndarray:

@@ -119,3 +119,42 @@ def _images(inputs_npz: str, layout: str) -> np.ndarray:
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
+
+
+def run_tvm_forced(
+    framework: str,
+    path: str,
+    inputs_npz: str,
+    images: list[int],
+    fed_npz: str,
+    measured: list[str],
+    out_npz: str,
+    layout: str = "auto",
+) -> dict[str, Any]:
+    """Run the model on the images ``images`` of ``inputs_npz`` with the tensors of
+    ``fed_npz`` (raw layer id -> one logical tensor per image, in ``images``' order) fed in
+    place of its own, and save the tensors of ``measured`` it then computes (one per image,
+    stacked) to ``out_npz``: each segment of the model run on another model's activations
+    (:func:`convdiff.ir.tvm.execute.compile_forced`). Tensors that cannot be fed (a tuple, a
+    size the module does not hold) are listed in ``skipped`` and computed as usual."""
+    started = time.perf_counter()
+    imported = load_module(framework, path, Path(out_npz).parent / "tvm-import")
+    with np.load(fed_npz) as data:
+        fed = {k: data[k] for k in data.files}
+    sizes = {lid: int(v[0].size) for lid, v in fed.items() if len(v)}
+    compiled = execute.compile_forced(imported.mod, sizes, measured)
+    compiled_at = time.perf_counter()
+    x = _images(inputs_npz, execute.input_layout(layout, execute.input_shape(imported.mod)))
+    measured_out: dict[str, list[np.ndarray]] = {lid: [] for lid, _, _ in compiled.measured}
+    for k, image in enumerate(images):
+        values = {lid: fed[lid][k] for lid, _, _ in compiled.forced}
+        for lid, value in execute.run_forced(compiled, x[image : image + 1], values).items():
+            measured_out[lid].append(value if value.shape[:1] == (1,) else value[None])
+    np.savez(out_npz, **{lid: np.concatenate(v) for lid, v in measured_out.items() if v})
+    return {
+        "npz": out_npz,
+        "fed": [lid for lid, _, _ in compiled.forced],
+        "skipped": compiled.skipped,
+        "compile_seconds": compiled_at - started,
+        "run_seconds": time.perf_counter() - compiled_at,
+    }

@@ -1,7 +1,8 @@
 """`convdiff localize` with every stage: the graph stage's activation evidence.
 
 Both models run once on TVM (one compile each) on the images whose top-1 labels differ; the
-first aligned layer whose outputs part is named. Tiny ONNX fault models (tests/tiny/faults.py),
+first aligned layer whose outputs part is named. The target runs once more, its segments fed
+the source's tensors at the anchors (the function check). Tiny ONNX fault models (tests/tiny/faults.py),
 the 16 embedded sample images (one of which, hubble_deep_field.jpg, changes label under the
 faults below), the session's workers.
 """
@@ -21,6 +22,7 @@ from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import inject
 
 RUNS = ["x-source.npz", "y-source.npz", "y-target.npz", "y-target-tvm.npz"]
+FUNCTION = ["act-source.npz", "function-fed.npz", "function-target.npz"]
 
 
 def _localize(pool: WorkerPool, source: Path, target: Path, out: Path):
@@ -73,7 +75,7 @@ def test_the_first_diverging_layer_is_the_faulty_one(
     # one TVM run per model: the target's gives the tools stage's outputs and its activations
     runs = tmp_path / "out" / "runs"
     assert sorted(p.name for p in runs.iterdir()) == sorted(
-        [*RUNS, "act-source.npz", "act-target.npz", "y-source-tvm.npz"]
+        [*RUNS, *FUNCTION, "act-target.npz", "y-source-tvm.npz"]
     )
     written = _strict_json(tmp_path / "out" / "report.json")
     act = written["runs"]["activations"]
@@ -98,13 +100,18 @@ def test_models_that_agree_get_no_divergence_and_a_clear_note(
     ]
     assert report.exit_code == 0 and report.suspects == []
     note = (
-        "no image's top-1 label differs between the models (of 16): the activation check was "
-        "skipped"
+        "no image's top-1 label differs between the models (of 16): the first-divergence check "
+        "was skipped (the segments were compared by function)"
     )
     assert report.notes == [f"graph: {note}"]
     assert report.runs["activations"]["note"] == note
     assert "rows" not in report.runs["activations"]
-    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == sorted(RUNS)
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == sorted(
+        [*RUNS, *FUNCTION, "y-source-tvm.npz"]
+    )
+    function = report.runs["function"]
+    assert function["images"] == ["astronaut.png", "brick.png"]
+    assert [p["divergence"] for p in function["points"]] == [0.0] * len(function["points"])
     assert f"- note: graph: {note}" in (tmp_path / "out" / "report.md").read_text()
 
 
