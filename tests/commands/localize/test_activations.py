@@ -2,9 +2,9 @@
 
 Both models run once on TVM (one compile each) on the images whose top-1 labels differ; the
 first aligned layer whose outputs part is named. The target runs once more, its segments fed
-the source's tensors at the anchors (the function check). Tiny ONNX fault models (tests/tiny/faults.py),
-the 16 embedded sample images (one of which, hubble_deep_field.jpg, changes label under the
-faults below), the session's workers.
+the source's tensors at the anchors (the function check). Tiny ONNX fault models
+(tests/tiny/faults.py), the 16 embedded sample images (one of which, hubble_deep_field.jpg,
+changes label under the faults below), the session's workers.
 """
 
 from __future__ import annotations
