@@ -155,7 +155,13 @@ def keras_names(ops: list[FileOp], classes: dict[str, str]) -> dict[str, str]:
 
 
 def _kind(raw: CanonicalGraph, layer: Any) -> str:
-    """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants."""
+    """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants;
+    torch's bias-free ``linear`` a matmul with a broadcast constant (a dense layer once
+    canonicalized)."""
+    if layer.op == "other" and layer.attrs.get("tvm_op") == "relax.matmul":
+        weight = raw[layer.inputs[1]] if len(layer.inputs) == 2 else None
+        if weight is not None and not weight.inputs and len(weight.params) == 1:
+            return "dense"
     if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
         before = raw[layer.inputs[0]]
         scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
@@ -169,13 +175,26 @@ def _onnx_ops(path: str) -> list[FileOp]:
     model = onnx.load(path, load_external_data=False)
     sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
     weights = set(sizes)
+    constant = _constant_tensors(model, weights)
     ops = []
     for i, node in enumerate(model.graph.node):
         kind = ONNX_KINDS.get(node.op_type)
+        if node.op_type == "MatMul" and (len(node.input) < 2 or node.input[1] not in constant):
+            kind = None  # two activations (attention): TVM makes no dense layer of it
         if kind:
             weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
             ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
     return ops
+
+
+def _constant_tensors(model: Any, weights: set[str]) -> set[str]:
+    """Initializers and what nodes compute from constants only (a transposed or dequantized
+    weight): the tensors TVM folds into a layer's parameters."""
+    constant = set(weights)
+    for node in model.graph.node:
+        if node.op_type == "Constant" or (node.input and all(i in constant for i in node.input)):
+            constant.update(node.output)
+    return constant
 
 
 def _onnx_name(node: Any, weights: set[str]) -> str:
