@@ -49,7 +49,9 @@ ONNX_KINDS = {
     "Clip": "clip",
     "Resize": "resize",
     "Pad": "pad",
+    "LayerNormalization": "layer_norm",
 }
+OTHER_KINDS = {"relax.nn.layer_norm": "layer_norm"}  # ops without a canonical kind, named
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
     "DEPTHWISE_CONV_2D": "conv2d",
@@ -158,6 +160,8 @@ def _kind(raw: CanonicalGraph, layer: Any) -> str:
     """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants;
     torch's bias-free ``linear`` a matmul with a broadcast constant (a dense layer once
     canonicalized)."""
+    if layer.op == "other" and layer.attrs.get("tvm_op") in OTHER_KINDS:
+        return OTHER_KINDS[layer.attrs["tvm_op"]]
     if layer.op == "other" and layer.attrs.get("tvm_op") == "relax.matmul":
         weight = raw[layer.inputs[1]] if len(layer.inputs) == 2 else None
         if weight is not None and not weight.inputs and len(weight.params) == 1:

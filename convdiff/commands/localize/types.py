@@ -47,8 +47,11 @@ class RunFiles:
         return self.folder / f"act-{side}.npz"
 
     def tvm_runs(self) -> int:
-        """How many TVM runs (one compile each) the localization made."""
-        return len(list(self.folder.glob("y-*-tvm.npz")))
+        """How many TVM runs (one compile each) the localization made: whole models, and the
+        target's segments fed the source's tensors (the function check)."""
+        return len(list(self.folder.glob("y-*-tvm.npz"))) + len(
+            list(self.folder.glob("function-target.npz"))
+        )
 
 
 @dataclass(frozen=True)

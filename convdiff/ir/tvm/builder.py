@@ -123,7 +123,22 @@ class GraphBuilder:
         consts = {k: v for k, v in consts.items() if v.dtype.kind == "f"}
         ndim = len(shape_of(op.var.ty))
         perm = values[0].perm if values and len(values[0].perm) == ndim else identity_perm(ndim)
-        return self.layer(op, "other", values, perm, {"tvm_op": op.name}, consts)
+        attrs = {"tvm_op": op.name, **_numeric_attrs(op.attrs, ndim)}
+        return self.layer(op, "other", values, perm, attrs, consts)
+
+
+def _numeric_attrs(attrs: Any, ndim: int) -> dict[str, Any]:
+    """The attributes of an op without a kind that say what it computes and compare across
+    frontends: a norm's ``epsilon``, its ``axes`` (non-negative)."""
+    found: dict[str, Any] = {}
+    if attrs is None:
+        return found
+    names = set(dir(attrs))
+    if "epsilon" in names:
+        found["epsilon"] = float(py(attrs.epsilon))
+    if "axes" in names and attrs.axes is not None and ndim:
+        found["axes"] = sorted(int(py(a)) % ndim for a in attrs.axes)
+    return found
 
 
 # -- small conversions -------------------------------------------------------------------------

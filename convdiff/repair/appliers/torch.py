@@ -55,6 +55,8 @@ KINDS = {
     "_softmax": "softmax",
     "cat": "concat",
     "concat": "concat",
+    "layer_norm": "layer_norm",
+    "native_layer_norm": "layer_norm",
 }
 # patch field -> the aten schema argument names that carry it
 ARGS = {
