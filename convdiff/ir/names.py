@@ -49,7 +49,20 @@ ONNX_KINDS = {
     "Clip": "clip",
     "Resize": "resize",
     "Pad": "pad",
+    # quantized ops: the float twin TVM imports has their float op in their place
+    # (convdiff.ir.onnx_quant), so they name the layers of that op's kind
+    "ConvInteger": "conv2d",
+    "QLinearConv": "conv2d",
+    "MatMulInteger": "dense",
+    "QLinearMatMul": "dense",
+    "QGemm": "dense",
+    "QLinearGlobalAveragePool": "pool_global_avg",
+    "QLinearAveragePool": "pool_avg",
+    "QLinearSoftmax": "softmax",
+    "QLinearSigmoid": "sigmoid",
+    "QLinearConcat": "concat",
 }
+ONNX_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3}  # else input 1
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
     "DEPTHWISE_CONV_2D": "conv2d",
@@ -169,11 +182,15 @@ def _onnx_ops(path: str) -> list[FileOp]:
     model = onnx.load(path, load_external_data=False)
     sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
     weights = set(sizes)
+    for node in model.graph.node:  # a weight behind DequantizeLinear has its integers' size
+        if node.op_type == "DequantizeLinear" and node.input[0] in sizes:
+            sizes.setdefault(node.output[0], sizes[node.input[0]])
     ops = []
     for i, node in enumerate(model.graph.node):
         kind = ONNX_KINDS.get(node.op_type)
         if kind:
-            weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
+            at = ONNX_WEIGHT_INPUT.get(node.op_type, 1)
+            weight = node.input[at] if kind in WEIGHTED and len(node.input) > at else ""
             ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
     return ops
 
@@ -213,9 +230,12 @@ def _tflite_ops(path: str) -> list[FileOp]:
 def quant_evidence(
     info: dict[str, Any], path: str, index: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
-    """Target layer id -> the int8 tensor its weight came from (dynamic-range TFLite files)."""
+    """Target layer id -> the integer tensor its weight came from (dynamic-range TFLite files,
+    quantized ONNX files: :func:`onnx_evidence`)."""
     if not info.get("quant"):
         return {}
+    if str(path).endswith(".onnx"):
+        return onnx_evidence(path, index)
     from convdiff.ir import tflite_quant
 
     by_index = {i: lid for lid, i in index.items()}
@@ -229,4 +249,25 @@ def quant_evidence(
                     "dtype": tensor.dtype,
                     "scales": tensor.scales,
                 }
+    return evidence
+
+
+def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Target layer id -> its quantized weight in an ONNX file: the op that computes with it
+    (ConvInteger, QLinearConv, a Conv behind a DequantizeLinear...) is the layer's file op."""
+    from convdiff.ir import onnx_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence = {}
+    for weight in onnx_quant.read(path).weights:
+        lid = by_index.get(weight.index)
+        if lid is not None:
+            evidence[lid] = {
+                "tensor": weight.tensor,
+                "dtype": weight.dtype,
+                "scales": weight.scales,
+                "zero_points": weight.zero_points,
+                "op": weight.op_type,
+                "activations": weight.activations,
+            }
     return evidence
