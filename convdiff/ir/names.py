@@ -254,7 +254,10 @@ def quant_evidence(
 
 def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Target layer id -> its quantized weight in an ONNX file: the op that computes with it
-    (ConvInteger, QLinearConv, a Conv behind a DequantizeLinear...) is the layer's file op."""
+    (ConvInteger, QLinearConv, a Conv behind a DequantizeLinear...) is the layer's file op.
+    ``details`` (the op, the zero points -- one number when they are all equal -- and whether
+    the activations are quantized dynamically, statically or not) goes into the finding; an
+    int32 bias is ``bias``."""
     from convdiff.ir import onnx_quant
 
     by_index = {i: lid for lid, i in index.items()}
@@ -262,12 +265,17 @@ def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]
     for weight in onnx_quant.read(path).weights:
         lid = by_index.get(weight.index)
         if lid is not None:
+            zero = weight.zero_points
             evidence[lid] = {
                 "tensor": weight.tensor,
                 "dtype": weight.dtype,
                 "scales": weight.scales,
-                "zero_points": weight.zero_points,
-                "op": weight.op_type,
-                "activations": weight.activations,
+                "details": {
+                    "op": weight.op_type,
+                    "zero_points": zero if len(set(zero)) > 1 else zero[0],
+                    "activations": weight.activations,
+                },
             }
+            if weight.bias is not None:  # an int32 bias: precision lost there too
+                evidence[lid]["bias"] = weight.bias
     return evidence

@@ -76,6 +76,7 @@ class QuantWeight:
     axis: int  # the axis the scales run along when there are several
     activations: str  # "dynamic" (DynamicQuantizeLinear), "static" (fixed scale) or "float"
     values: np.ndarray | None = field(default=None, repr=False)
+    bias: dict[str, Any] | None = None  # an int32 bias: {"tensor", "dtype", "scales"}
 
     def dequantized(self) -> np.ndarray:
         """``(q - zero_point) * scale`` in float32, per channel along ``axis``."""
@@ -211,6 +212,12 @@ def _quant_op_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight
     zp_name = node.input[zp_in] if len(node.input) > zp_in else ""
     zero = g.const(zp_name)
     zero = np.zeros(1, np.int64) if zero is None else zero
+    bias = None
+    bias_in = {"QLinearConv": 8, "QGemm": 6}.get(node.op_type, 0)
+    x_scale = g.const(node.input[1]) if bias_in else None
+    if bias_in and len(node.input) > bias_in and node.input[bias_in] and x_scale is not None:
+        steps = float(np.ravel(x_scale)[0]) * np.ravel(scale).astype(np.float64)
+        bias = {"tensor": node.input[bias_in], "dtype": "INT32", "scales": steps.tolist()}
     return QuantWeight(
         file_name(node),
         index,
@@ -223,6 +230,7 @@ def _quant_op_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight
         _weight_axis(node, q),
         activations,
         q,
+        bias,
     )
 
 
@@ -267,7 +275,22 @@ def _qdq_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight | No
         int(_attr(dq, "axis", 1)) % max(q.ndim, 1),
         "static" if static and g.const(data_in.input[0]) is None else "float",
         q,
+        _dq_bias(g, node),
     )
+
+
+def _dq_bias(g: _Graph, node: onnx.NodeProto) -> dict[str, Any] | None:
+    """A Conv's / Gemm's bias that is DequantizeLinear of an int32 constant (QDQ models)."""
+    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+        return None
+    dq = g.producer.get(node.input[2])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q, scale = g.const(dq.input[0]), g.const(dq.input[1])
+    if q is None or scale is None:
+        return None
+    dtype = onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(q.dtype))
+    return {"tensor": dq.input[0], "dtype": dtype, "scales": np.ravel(scale).tolist()}
 
 
 def _weight_dq(g: _Graph, name: str) -> onnx.NodeProto | None:

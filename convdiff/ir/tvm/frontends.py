@@ -51,6 +51,7 @@ class Imported:
     notes: list[str]
     refused: str | None = None  # the frontend's refusal of the file itself, if any
     quant_npz: str | None = None
+    twin: str | None = None  # the float twin imported in the file's place, if any
 
 
 def load_module(framework: str, path: str, work_dir: Path | None = None) -> Imported:
@@ -84,11 +85,12 @@ def _load_onnx(path: str, work_dir: Path) -> Imported:
 
     model = onnx.load(path)
     notes: list[str] = []
-    quant_npz = None
+    quant_npz = twin = None
     if onnx_quant.has_quantized_ops(model):
         report = onnx_quant.read(path)
         work_dir.mkdir(parents=True, exist_ok=True)
-        model = onnx.load(str(onnx_quant.float_twin(path, work_dir / "float_twin.onnx")))
+        twin = str(onnx_quant.float_twin(path, work_dir / "float_twin.onnx"))
+        model = onnx.load(twin)
         quant_npz = str(report.save(work_dir / "quant.npz"))
         weights = ", ".join(w.node for w in report.weights) or "none"
         notes.append(
@@ -96,14 +98,14 @@ def _load_onnx(path: str, work_dir: Path) -> Imported:
             f"quantization dropped; quantized weights of: {weights})"
         )
     try:
-        return Imported(_from_onnx(model), notes, quant_npz=quant_npz)
+        return Imported(_from_onnx(model), notes, quant_npz=quant_npz, twin=twin)
     except Exception as exc:  # the frontend's refusal; onnxslim often removes its cause
         import onnxslim
 
         first = f"{type(exc).__name__}: {_one_line(exc)}"
         mod = _from_onnx(onnxslim.slim(model))
         notes.append(f"onnx frontend refused the file ({first}); imported after onnxslim")
-        return Imported(mod, notes, quant_npz=quant_npz)
+        return Imported(mod, notes, quant_npz=quant_npz, twin=twin)
 
 
 def _from_onnx(model: Any) -> Any:
@@ -186,7 +188,8 @@ def _load_tflite(path: str, work_dir: Path) -> Imported:
         "TVM's TFLite frontend refused the file; imported its float twin (int8 weights "
         f"dequantized from the flatbuffer: {', '.join(t.name for t in report.quantized)})"
     )
-    return Imported(convert(Path(twin).read_bytes()), notes, refused, str(quant_npz))
+    mod = convert(Path(twin).read_bytes())
+    return Imported(mod, notes, refused, str(quant_npz), str(twin))
 
 
 def _tflite_input_shapes(model: Any) -> dict[str, tuple[int, ...]]:
