@@ -129,7 +129,7 @@ def dequantize(q: np.ndarray, scales: Any, zero_points: Any, axis: int) -> np.nd
 # -- reading --------------------------------------------------------------------------------
 
 
-class _Graph:
+class Graph:
     """Lookups on one graph: producers, readers, constants."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
@@ -175,7 +175,7 @@ def file_name(node: onnx.NodeProto) -> str:
 def read(path: str | Path) -> QuantReport:
     """List the quantized weights of an ONNX file, with values and the ops that use them."""
     model = onnx.load(str(path))
-    g = _Graph(model)
+    g = Graph(model)
     weights = []
     for index, node in enumerate(model.graph.node):
         if node.op_type in QUANT_OPS:
@@ -196,7 +196,7 @@ def _int_dtype(array: np.ndarray) -> str | None:
     return onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(array.dtype))
 
 
-def _quant_op_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight | None:
+def _quant_op_weight(g: Graph, node: onnx.NodeProto, index: int) -> QuantWeight | None:
     _, w_in, scale_in, zp_in = QUANT_OPS[node.op_type]
     q = g.const(node.input[w_in])
     if q is None or _int_dtype(q) is None:
@@ -244,7 +244,7 @@ def _weight_axis(node: onnx.NodeProto, q: np.ndarray) -> int:
     return q.ndim - 1
 
 
-def _qdq_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight | None:
+def _qdq_weight(g: Graph, node: onnx.NodeProto, index: int) -> QuantWeight | None:
     """A float op whose weight input is DequantizeLinear of an integer constant (through
     pass-through ops such as tf2onnx's Transpose)."""
     slot = 1 if len(node.input) > 1 else None
@@ -279,7 +279,7 @@ def _qdq_weight(g: _Graph, node: onnx.NodeProto, index: int) -> QuantWeight | No
     )
 
 
-def _dq_bias(g: _Graph, node: onnx.NodeProto) -> dict[str, Any] | None:
+def _dq_bias(g: Graph, node: onnx.NodeProto) -> dict[str, Any] | None:
     """A Conv's / Gemm's bias that is DequantizeLinear of an int32 constant (QDQ models)."""
     if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
         return None
@@ -293,7 +293,7 @@ def _dq_bias(g: _Graph, node: onnx.NodeProto) -> dict[str, Any] | None:
     return {"tensor": dq.input[0], "dtype": dtype, "scales": np.ravel(scale).tolist()}
 
 
-def _weight_dq(g: _Graph, name: str) -> onnx.NodeProto | None:
+def _weight_dq(g: Graph, name: str) -> onnx.NodeProto | None:
     node = g.producer.get(name)
     while node is not None and node.op_type in PASS_THROUGH:
         node = g.producer.get(node.input[0])
@@ -302,13 +302,13 @@ def _weight_dq(g: _Graph, name: str) -> onnx.NodeProto | None:
     return node
 
 
-def _is_dynamic(g: _Graph, name: str) -> bool:
+def _is_dynamic(g: Graph, name: str) -> bool:
     node = g.producer.get(name)
     return node is not None and node.op_type == "DynamicQuantizeLinear"
 
 
 def _integer_chain(
-    g: _Graph, node: onnx.NodeProto
+    g: Graph, node: onnx.NodeProto
 ) -> tuple[list[onnx.NodeProto], str, np.ndarray] | None:
     """``ConvInteger -> Cast -> Mul(s)`` with ``s = x_scale * w_scale``: the nodes after the
     integer op, the tensor the chain ends in, and the weight's scale (the constant factor)."""
@@ -348,7 +348,7 @@ def float_twin(path: str | Path, out_path: str | Path) -> Path:
     dequantized float32 weights (same names), activation quantization -> Identity, or Relu
     where a folded Relu must come back."""
     model = onnx.load(str(path))
-    g = _Graph(model)
+    g = Graph(model)
     nodes: list[onnx.NodeProto] = []
     dropped: set[tuple[str, ...]] = set()  # chain nodes already expressed by a float op
     inits: list[onnx.TensorProto] = []
@@ -374,7 +374,7 @@ def float_twin(path: str | Path, out_path: str | Path) -> Path:
 
 
 def _twin_nodes(
-    g: _Graph, node: onnx.NodeProto
+    g: Graph, node: onnx.NodeProto
 ) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The float nodes for one file node, the later nodes they also replace, new constants."""
     op = node.op_type
@@ -407,7 +407,7 @@ def _twin_nodes(
 
 
 def float_op(
-    g: _Graph, node: onnx.NodeProto, mode: str
+    g: Graph, node: onnx.NodeProto, mode: str
 ) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto], list[onnx.TensorProto]]:
     """A quantized op as its float op on the dequantized weight (named as the file names the
     op), the nodes after it that it also replaces, and its new float32 constants.
@@ -482,7 +482,7 @@ def _with_relu(
     ]
 
 
-def _bias_of(g: _Graph, add: onnx.NodeProto, end: str) -> np.ndarray | None:
+def _bias_of(g: Graph, add: onnx.NodeProto, end: str) -> np.ndarray | None:
     """The per-output-channel constant an Add puts on ``end`` (shape [C] or [1, C, 1, 1])."""
     other = next((i for i in add.input if i != end), "")
     value = g.const(other)
@@ -494,7 +494,7 @@ def _bias_of(g: _Graph, add: onnx.NodeProto, end: str) -> np.ndarray | None:
     return flat.astype(np.float32)
 
 
-def _dq_value(g: _Graph, node: onnx.NodeProto) -> np.ndarray:
+def _dq_value(g: Graph, node: onnx.NodeProto) -> np.ndarray:
     q = g.const(node.input[0])
     scale = g.const(node.input[1])
     assert q is not None and scale is not None
@@ -503,7 +503,7 @@ def _dq_value(g: _Graph, node: onnx.NodeProto) -> np.ndarray:
     return dequantize(q, scale, np.zeros(1) if zero is None else zero, axis)
 
 
-def _zero_floor(g: _Graph, zp_name: str) -> bool:
+def _zero_floor(g: Graph, zp_name: str) -> bool:
     """A quantized activation whose range starts at exactly 0 (zero point = the type's
     lowest value): what a folded Relu leaves; a symmetric or signed range keeps negatives."""
     zero = g.const(zp_name)
@@ -512,7 +512,7 @@ def _zero_floor(g: _Graph, zp_name: str) -> bool:
     return int(np.ravel(zero)[0]) == int(np.iinfo(zero.dtype).min)
 
 
-def _folds_relu(g: _Graph, name: str, quant: onnx.NodeProto, zp_in: int) -> bool:
+def _folds_relu(g: Graph, name: str, quant: onnx.NodeProto, zp_in: int) -> bool:
     """A QuantizeLinear right after a Conv/Gemm/MatMul/Add with a range starting at 0."""
     producer = g.producer.get(name)
     if producer is None or producer.op_type not in LINEAR:
