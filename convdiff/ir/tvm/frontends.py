@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.ir import onnx_quant, tflite_quant
+from convdiff.ir import tflite_quant
 
 TVM_FRAMEWORKS = ("onnx", "tflite", "torch")
 
@@ -82,6 +82,8 @@ def _load_onnx(path: str, work_dir: Path) -> Imported:
     which the .pt2 import of the same model has not (torchvision InceptionV3's
     transform_input: 3 takes became 7 ``other`` layers each and nothing aligned)."""
     import onnx
+
+    from convdiff.ir import onnx_quant  # imports onnx: inside the worker only
 
     model = onnx.load(path)
     notes: list[str] = []
