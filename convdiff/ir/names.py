@@ -50,7 +50,20 @@ ONNX_KINDS = {
     "Resize": "resize",
     "Pad": "pad",
     "LayerNormalization": "layer_norm",
+    # quantized ops: the float twin TVM imports has their float op in their place
+    # (convdiff.ir.onnx_quant), so they name the layers of that op's kind
+    "ConvInteger": "conv2d",
+    "QLinearConv": "conv2d",
+    "MatMulInteger": "dense",
+    "QLinearMatMul": "dense",
+    "QGemm": "dense",
+    "QLinearGlobalAveragePool": "pool_global_avg",
+    "QLinearAveragePool": "pool_avg",
+    "QLinearSoftmax": "softmax",
+    "QLinearSigmoid": "sigmoid",
+    "QLinearConcat": "concat",
 }
+ONNX_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3}  # else input 1
 OTHER_KINDS = {"relax.nn.layer_norm": "layer_norm"}  # ops without a canonical kind, named
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
@@ -180,13 +193,17 @@ def _onnx_ops(path: str) -> list[FileOp]:
     sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
     weights = set(sizes)
     constant = _constant_tensors(model, weights)
+    for node in model.graph.node:  # a weight behind DequantizeLinear has its integers' size
+        if node.op_type == "DequantizeLinear" and node.input[0] in sizes:
+            sizes.setdefault(node.output[0], sizes[node.input[0]])
     ops = []
     for i, node in enumerate(model.graph.node):
         kind = ONNX_KINDS.get(node.op_type)
         if node.op_type == "MatMul" and (len(node.input) < 2 or node.input[1] not in constant):
             kind = None  # two activations (attention): TVM makes no dense layer of it
         if kind:
-            weight = node.input[1] if kind in WEIGHTED and len(node.input) > 1 else ""
+            at = ONNX_WEIGHT_INPUT.get(node.op_type, 1)
+            weight = node.input[at] if kind in WEIGHTED and len(node.input) > at else ""
             ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
     return ops
 
@@ -236,9 +253,12 @@ def _tflite_ops(path: str) -> list[FileOp]:
 def quant_evidence(
     info: dict[str, Any], path: str, index: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
-    """Target layer id -> the int8 tensor its weight came from (dynamic-range TFLite files)."""
+    """Target layer id -> the integer tensor its weight came from (dynamic-range TFLite files,
+    quantized ONNX files: :func:`onnx_evidence`)."""
     if not info.get("quant"):
         return {}
+    if str(path).endswith(".onnx"):
+        return onnx_evidence(path, index)
     from convdiff.ir import tflite_quant
 
     by_index = {i: lid for lid, i in index.items()}
@@ -252,4 +272,33 @@ def quant_evidence(
                     "dtype": tensor.dtype,
                     "scales": tensor.scales,
                 }
+    return evidence
+
+
+def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Target layer id -> its quantized weight in an ONNX file: the op that computes with it
+    (ConvInteger, QLinearConv, a Conv behind a DequantizeLinear...) is the layer's file op.
+    ``details`` (the op, the zero points -- one number when they are all equal -- and whether
+    the activations are quantized dynamically, statically or not) goes into the finding; an
+    int32 bias is ``bias``."""
+    from convdiff.ir import onnx_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence = {}
+    for weight in onnx_quant.read(path).weights:
+        lid = by_index.get(weight.index)
+        if lid is not None:
+            zero = weight.zero_points
+            evidence[lid] = {
+                "tensor": weight.tensor,
+                "dtype": weight.dtype,
+                "scales": weight.scales,
+                "details": {
+                    "op": weight.op_type,
+                    "zero_points": zero if len(set(zero)) > 1 else zero[0],
+                    "activations": weight.activations,
+                },
+            }
+            if weight.bias is not None:  # an int32 bias: precision lost there too
+                evidence[lid]["bias"] = weight.bias
     return evidence

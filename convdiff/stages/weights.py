@@ -51,7 +51,7 @@ def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding
     """The finding for one parameter of one aligned pair, or None when they agree."""
     a, b = la.params.get(name), lb.params.get(name)
     where = {"param": name, "op": la.op}
-    quant = ctx.quant.get(lb.id) if name == "weight" else None
+    quant = ctx.quant.get(lb.id) if name == "weight" else (ctx.quant.get(lb.id) or {}).get(name)
 
     def found(kind: str, summary: str, suggestion: str, **evidence: Any) -> Finding:
         score = float(evidence.get("max_rel", 1.0))
@@ -175,6 +175,7 @@ def _precision(
             "tensor": quant["tensor"],
             "scale_min": float(scales.min()),
             "scale_max": float(scales.max()),
+            **quant.get("details", {}),  # an ONNX file's op, zero points, activations
         }
     for dtype, label in ((np.float16, "float16"), ("bfloat16", "bfloat16")):
         rounded = _bfloat16(a) if dtype == "bfloat16" else a.astype(np.float16).astype(np.float64)

@@ -9,6 +9,11 @@ TVM 0.27, refuses or obscures something a converted model really contains:
   and are refused ("Dynamic pads are not supported yet"); such a model is simplified with
   onnxslim and imported again, and the graph's ``meta["notes"]`` says so. Constant Pads and
   constant Gathers are imported as the other frontends import them (:func:`_load_onnx`).
+  TVM refuses ``ConvInteger`` (onnxruntime's ``quantize_dynamic``) and imports QDQ pairs as
+  quantize/dequantize ops the float source has not: a file with quantized ops is always
+  imported from its *float twin* (:func:`convdiff.ir.onnx_quant.float_twin`: each quantized op
+  as its float op on the dequantized weights, activation quantization dropped), with the
+  integers kept in ``quant.npz`` as evidence, as for TFLite below.
 - tflite: ``relax.frontend.tflite.from_tflite``. It refuses dynamic-range quantized files
   (``OpNotImplemented``: "...likely to have dynamic range quantization: 'CONV_2D'..."): the
   refusal is recorded, and the model is imported from its *float twin*
@@ -46,12 +51,13 @@ class Imported:
     notes: list[str]
     refused: str | None = None  # the frontend's refusal of the file itself, if any
     quant_npz: str | None = None
+    twin: str | None = None  # the float twin imported in the file's place, if any
 
 
 def load_module(framework: str, path: str, work_dir: Path | None = None) -> Imported:
     """Import ``path`` with TVM's frontend for ``framework`` (see the module docstring)."""
     if framework == "onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, work_dir or Path(path).parent)
     if framework == "tflite":
         return _load_tflite(path, work_dir or Path(path).parent)
     if framework == "torch":
@@ -62,8 +68,9 @@ def load_module(framework: str, path: str, work_dir: Path | None = None) -> Impo
     )
 
 
-def _load_onnx(path: str) -> Imported:
-    """ONNX through TVM's frontend, with two ops imported as the other frontends do.
+def _load_onnx(path: str, work_dir: Path) -> Imported:
+    """ONNX through TVM's frontend, with two ops imported as the other frontends do; a file
+    with quantized ops through its float twin, written with ``quant.npz`` into ``work_dir``.
 
     TVM 0.27's ONNX Pad converter emits ``call_tir(pad)`` (a TE kernel whose widths live only in
     TIR), batch static or not, so canonicalization could not fold tf2onnx's Pad into the next
@@ -76,15 +83,31 @@ def _load_onnx(path: str) -> Imported:
     transform_input: 3 takes became 7 ``other`` layers each and nothing aligned)."""
     import onnx
 
+    from convdiff.ir import onnx_quant  # imports onnx: inside the worker only
+
     model = onnx.load(path)
+    notes: list[str] = []
+    quant_npz = twin = None
+    if onnx_quant.has_quantized_ops(model):
+        report = onnx_quant.read(path)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        twin = str(onnx_quant.float_twin(path, work_dir / "float_twin.onnx"))
+        model = onnx.load(twin)
+        quant_npz = str(report.save(work_dir / "quant.npz"))
+        weights = ", ".join(w.node for w in report.weights) or "none"
+        notes.append(
+            "quantized ONNX file: imported its float twin (weights dequantized, activation "
+            f"quantization dropped; quantized weights of: {weights})"
+        )
     try:
-        return Imported(_from_onnx(model), [])
+        return Imported(_from_onnx(model), notes, quant_npz=quant_npz, twin=twin)
     except Exception as exc:  # the frontend's refusal; onnxslim often removes its cause
         import onnxslim
 
         first = f"{type(exc).__name__}: {_one_line(exc)}"
         mod = _from_onnx(onnxslim.slim(model))
-        return Imported(mod, [f"onnx frontend refused the file ({first}); imported after onnxslim"])
+        notes.append(f"onnx frontend refused the file ({first}); imported after onnxslim")
+        return Imported(mod, notes, quant_npz=quant_npz, twin=twin)
 
 
 def _from_onnx(model: Any) -> Any:
@@ -167,7 +190,8 @@ def _load_tflite(path: str, work_dir: Path) -> Imported:
         "TVM's TFLite frontend refused the file; imported its float twin (int8 weights "
         f"dequantized from the flatbuffer: {', '.join(t.name for t in report.quantized)})"
     )
-    return Imported(convert(Path(twin).read_bytes()), notes, refused, str(quant_npz))
+    mod = convert(Path(twin).read_bytes())
+    return Imported(mod, notes, refused, str(quant_npz), str(twin))
 
 
 def _tflite_input_shapes(model: Any) -> dict[str, tuple[int, ...]]:

@@ -21,9 +21,10 @@ from convdiff.ir.tvm.frontends import load_module
 def import_graph(framework: str, path: str, out_dir: str) -> dict[str, Any]:
     """Import a model into TVM Relax and write its (not yet canonicalized) layer graph.
 
-    Returns ``{"graph", "params", "ops", "refused", "notes", "quant", "import_seconds"}``;
-    ``refused`` is the frontend's exact refusal of the file itself (then the graph comes from a
-    legitimate substitute, described in ``notes``), or None.
+    Returns ``{"graph", "params", "ops", "refused", "notes", "quant", "twin",
+    "import_seconds"}``; ``refused`` is the frontend's exact refusal of the file itself (then the
+    graph comes from a legitimate substitute, described in ``notes``), or None; ``twin`` the
+    float twin imported in the file's place (a quantized file), or None.
     """
     import tvm
 
@@ -49,6 +50,7 @@ def import_graph(framework: str, path: str, out_dir: str) -> dict[str, Any]:
         "refused": imported.refused,
         "notes": imported.notes,
         "quant": imported.quant_npz,
+        "twin": imported.twin,
         "import_seconds": seconds,
     }
 
@@ -102,6 +104,7 @@ def run_tvm(
         "input_shape": compiled.input_shape,
         "output_shape": list(y.shape),
         "refused": imported.refused,
+        "twin": imported.twin,
         "notes": imported.notes,
         "import_seconds": imported_at - started,
         "compile_seconds": compiled_at - imported_at,

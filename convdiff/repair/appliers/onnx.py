@@ -2,7 +2,11 @@
 
 A tensor shared with other nodes is never changed in place (a new initializer is made), a
 weight produced by DequantizeLinear / Cast is replaced by a float initializer (the orphaned
-producers are pruned), and a changed weight shape refreshes the declared output shapes, so
+producers are pruned), a quantized op (ConvInteger / MatMulInteger and their dynamic-quantize
+chain, QLinearConv, QLinearMatMul, QGemm) whose weight or bias is set becomes its float op
+first (:func:`convdiff.ir.onnx_quant.float_op`: named as before, reading the float input; a
+QLinear op between DequantizeLinear and QuantizeLinear, its neighbours being quantized), and
+a changed weight shape refreshes the declared output shapes, so
 ``onnx.checker`` and shape inference pass on the result. Attribute names are convdiff's
 canonical ones (``pads`` is ``[top, left, bottom, right]``, which is ONNX's own order for 2-D).
 """
@@ -18,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convdiff.core.errors import ConvdiffError
+from convdiff.ir import onnx_quant
 from convdiff.repair.appliers.dispatch import SkipEdit, apply_each, patch_tensor
 from convdiff.repair.patch import Edit
 
@@ -71,7 +76,7 @@ def apply(
     reshaped: list[bool] = []  # a set_tensor that changed a tensor's shape: value_info is refreshed
 
     def set_tensor(edit: Edit) -> None:
-        node = _find(model, edit.layer)
+        node = _float_op(model, _find(model, edit.layer))
         reshaped.append(_set_tensor(model, node, edit.field, patch_tensor(edit, tensors)))
 
     applied, refused = apply_each(
@@ -101,7 +106,7 @@ def read_tensor(path: Path, layer: str, field: str) -> np.ndarray | None:
     """The layer's weight/bias as the file computes with it, in float32."""
     model = onnx.load(str(path))
     try:
-        node = _find(model, layer)
+        node = _float_op(model, _find(model, layer))  # a quantized op: its dequantized values
         holder, index = _tensor_slot(model, node, field)
     except SkipEdit:
         return None
@@ -127,6 +132,29 @@ def _find(model: onnx.ModelProto, layer: str) -> onnx.NodeProto:
         if found:
             return found[0]
     raise SkipEdit(f"no node named {layer!r} in the file")
+
+
+def _float_op(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node``, or for a quantized op the float op that replaces it (and its dynamic-quantize
+    chain) in ``model`` (module docstring); the nodes and constants left unread are pruned."""
+    if node.op_type not in onnx_quant.QUANT_OPS:
+        return node
+    try:
+        made, gone, consts = onnx_quant.float_op(onnx_quant.Graph(model), node, "repair")
+    except ValueError as exc:
+        raise SkipEdit(str(exc)) from None
+    graph = model.graph
+    at = list(graph.node).index(node)
+    orphans = [i for n in (node, *gone) for i in n.input if i]
+    for old in (node, *gone):
+        graph.node.remove(old)
+    for k, new in enumerate(made):
+        graph.node.insert(at + k, new)
+    graph.initializer.extend(consts)
+    for name in orphans:
+        _prune(model, name)
+    _topological_order(model)
+    return next(n for n in graph.node if n.name == onnx_quant.file_name(node))
 
 
 def _tf2onnx_alias(node: onnx.NodeProto, weights: set[str]) -> str | None:
