@@ -28,14 +28,17 @@ no suitable node -- is a result, not a stop.
 
     .venv/bin/python scripts/bench_generality.py [--models timm:resnet18,...] [--families
         classic,transformer] [--conversions torchscript,dynamo] [--faults all|none|a,b]
-        [--out DIR] [--json PATH] [--fault-reference onnx|source] [--keep-models]
+        [--out DIR] [--json PATH] [--fault-reference onnx|source] [--keep]
+    .venv/bin/python scripts/bench_generality.py --render OUT/results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -175,6 +178,7 @@ def quantize(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model-qdyn.onnx"
     started = time.perf_counter()
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, on every call
     try:
         quantize_dynamic(done["target"], target, weight_type=QuantType.QInt8)
     except Exception as exc:  # a quantizer failure is a result
@@ -197,20 +201,42 @@ def preprocessing_args(spec: dict[str, Any]) -> list[str]:
 
 
 def localize(
-    source: str, target: str, spec: dict[str, Any], folder: Path, env: dict[str, str], *extra: str
+    source: str,
+    target: str,
+    spec: dict[str, Any],
+    folder: Path,
+    env: dict[str, str],
+    *extra: str,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """`convdiff localize` (default stages): exit code, wall seconds, findings (report.json)."""
     cmd = [*CONVDIFF, "localize", source, target, *preprocessing_args(spec), *extra]
     code, wall = call([*cmd, "--out", str(folder), "--quiet"], env, folder.parent / "localize.log")
     report_path = folder / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    if not keep:
+        prune(folder)
+    error = report.get("error", "")
+    if code == 2 and not error:  # a user error before any report: its line in the log
+        lines = (folder.parent / "localize.log").read_text().splitlines()
+        error = next(
+            (x for x in reversed(lines) if x.startswith("Error:")), lines[-1] if lines else ""
+        )
     return {
         "exit": code,
         "localize_s": wall,
         "findings": report.get("findings", []),
         "crashes": [c.get("message", str(c)) for c in report.get("crashes") or []],
-        "error": report.get("error", "" if report else "no report"),
+        "error": str(error),
     }
+
+
+def prune(folder: Path) -> None:
+    """Drop a localization's tensors (activations under runs/, graph weights under ir/: up to
+    1 GB for a small transformer), keeping its reports, graphs and alignment."""
+    shutil.rmtree(folder / "runs", ignore_errors=True)
+    for npz in (folder / "ir").glob("*/*.npz"):
+        npz.unlink()
 
 
 def counts(findings: list[dict[str, Any]]) -> dict[str, int]:
@@ -254,7 +280,7 @@ def fault_results(
             results[fault] = {"status": "no_node", "inject_s": inject_s}
             log(f"    {fault}: no suitable node")
             continue
-        loc = localize(source, str(faulty), done["preprocessing"], where / "loc", env)
+        loc = localize(source, str(faulty), done["preprocessing"], where / "loc", env, keep=keep)
         named = expected.named_by(loc["findings"])
         at_node = [
             f"{f['stage']}/{f['kind']}"
@@ -263,7 +289,7 @@ def fault_results(
             and {f.get("source_layer"), f.get("target_layer")} & set(expected.names)
         ]
         results[fault] = {
-            "status": "named" if named else ("crash" if loc["exit"] == 3 else "missed"),
+            "status": "named" if named else "missed",
             "expected": expected.to_dict(),
             "inject_s": inject_s,
             "at_node": at_node,
@@ -317,7 +343,9 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         folder = out / "localize" / slug(arch) / conv.name
         extra = ["--run-report", done["run"]] if not conv.base else []
         spec = done["preprocessing"]
-        clean = localize(done["source"], done["target"], spec, folder / "clean", env, *extra)
+        clean = localize(
+            done["source"], done["target"], spec, folder / "clean", env, *extra, keep=args.keep
+        )
         record["clean"] = {**clean, "counts": counts(clean["findings"])}
         record["clean"].pop("findings")
         c = record["clean"]["counts"]
@@ -326,53 +354,79 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{clean['localize_s']:.1f} s exit {clean['exit']}: {c['weights']} weights "
             f"(+{c['precision']} precision), {c['hyperparams']} hyperparams, {c['graph']} graph"
             + (f"; crashes: {'; '.join(clean['crashes'])}" if clean["crashes"] else "")
+            + (f"; error: {clean['error']}" if clean["error"] else "")
         )
         if conv.faults and faults:
             record["faults"] = fault_results(
-                done, faults, folder / "faults", env, args.fault_reference, args.keep_models
+                done, faults, folder / "faults", env, args.fault_reference, args.keep
             )
         results.append(record)
         write(results, faults, args, out)
     return results
 
 
-MARKS = {"named": "yes", "missed": "no", "crash": "crash", "no_node": "–", "inject_error": "err"}
+# a fault's status: named, missed, or why localize could not say (by its exit code)
+STATUS = {2: "error", 3: "crash"}
+MARKS = {
+    "named": "yes",
+    "missed": "no",
+    "error": "error",
+    "crash": "crash",
+    "no_node": "–",
+    "inject_error": "inject error",
+}
 
 
 def table(results: list[dict[str, Any]], faults: list[str]) -> str:
     """Markdown: per architecture x conversion, clean findings and localize seconds; per fault,
-    named yes / no (– no suitable node in that graph; crash: localize exit 3)."""
+    named yes / no (–: no suitable node in that graph; error: localize exit 2, e.g. a model TVM
+    cannot import or layers it cannot pair; crash: exit 3, a stage crashed); a note says why
+    localize stopped."""
     short = [f.replace("_", " ") for f in faults]
     head = "| family | model | conversion | W | H | G | precision | localize s | exit |"
-    lines = [head + "".join(f" {s} |" for s in short), "|---" * (9 + len(faults)) + "|"]
+    lines = [head + "".join(f" {s} |" for s in short) + " note |"]
+    lines.append("|---" * (10 + len(faults)) + "|")
     for r in results:
         row = f"| {r['family']} | {r['model']} | {r['conversion']} |"
         if "clean" not in r:
-            crash = str(r["convert"].get("crash", ""))[:80].replace("|", "/").replace("\n", " ")
-            lines.append(row + f" conversion failed: {crash} |" + " |" * (5 + len(faults)))
+            note = cell(f"conversion failed: {r['convert'].get('crash', '')}")
+            lines.append(row + " |" * (6 + len(faults)) + f" {note} |")
             continue
         c, clean = r["clean"]["counts"], r["clean"]
         row += f" {c['weights']} | {c['hyperparams']} | {c['graph']} | {c['precision']} |"
         row += f" {clean['localize_s']:.1f} | {clean['exit']} |"
         for fault in faults:
             got = r.get("faults", {}).get(fault)
-            row += f" {MARKS[got['status']] if got else ''} |"
-        lines.append(row)
+            row += f" {MARKS[status(got)] if got else ''} |"
+        lines.append(row + f" {cell('; '.join([clean['error'], *clean['crashes']]).strip('; '))} |")
     named = [
-        got["status"] == "named"
+        status(got) == "named"
         for r in results
         for got in r.get("faults", {}).values()
         if got["status"] != "no_node"
     ]
-    clean = [r for r in results if "clean" in r]
-    zero = sum(not any(r["clean"]["counts"][s] for s in GRAPH_STAGES) for r in clean)
+    finished = [r for r in results if "clean" in r and r["clean"]["exit"] in (0, 1)]
+    zero = sum(not any(r["clean"]["counts"][s] for s in GRAPH_STAGES) for r in finished)
     lines += [
         "",
-        f"clean conversions without a weights/hyperparams/graph finding (precision apart): "
-        f"{zero} of {len(clean)}; faults named at their stage and layer: {sum(named)} of "
-        f"{len(named)}",
+        f"{len(results)} conversions, {len(finished)} localized to the end; of those, "
+        f"{zero} without a weights/hyperparams/graph finding (precision apart). Faults named "
+        f"at their stage and layer: {sum(named)} of {len(named)} injected.",
     ]
     return "\n".join(lines)
+
+
+def status(got: dict[str, Any]) -> str:
+    """A fault's status; a miss of a localization that could not finish is its exit's."""
+    if got["status"] == "missed":
+        return STATUS.get(got.get("exit", 1), "missed")
+    return got["status"]
+
+
+def cell(text: str, width: int = 90) -> str:
+    """One Markdown table cell: one line, no pipes, at most ``width`` characters."""
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def write(
@@ -397,8 +451,15 @@ def main() -> None:
     parser.add_argument("--fault-reference", default="onnx", choices=["onnx", "source"])
     parser.add_argument("--out", default="bench-generality", help="the benchmark's folder")
     parser.add_argument("--json", default="", help="results file (default OUT/results.json)")
-    parser.add_argument("--keep-models", action="store_true", help="keep the faulty ONNX files")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the faulty ONNX files and localize tensors"
+    )
+    parser.add_argument("--render", default="", help="only print the table of a results file")
     args = parser.parse_args()
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        print(table(data["results"], data["faults"]))
+        return
     unknown = set(args.conversions.split(",") if args.conversions else []) - set(CONVERSIONS)
     unknown |= (
         set(args.faults.split(",")) - set(FAULTS) if args.faults not in ("all", "none") else set()
