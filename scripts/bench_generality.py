@@ -219,9 +219,8 @@ def localize(
     error = report.get("error", "")
     if code == 2 and not error:  # a user error before any report: its line in the log
         lines = (folder.parent / "localize.log").read_text().splitlines()
-        error = next(
-            (x for x in reversed(lines) if x.startswith("Error:")), lines[-1] if lines else ""
-        )
+        said = [x[len("error:") :].strip() for x in lines if x.lower().startswith("error:")]
+        error = (said or lines[-1:] or ["no report"])[-1]
     return {
         "exit": code,
         "localize_s": wall,
@@ -282,6 +281,11 @@ def fault_results(
             continue
         loc = localize(source, str(faulty), done["preprocessing"], where / "loc", env, keep=keep)
         named = expected.named_by(loc["findings"])
+        # the right stage and kind at another layer name (e.g. a canonical id, no file name)
+        kind_only = any(
+            f["stage"] == expected.stage and f["kind"] in expected.kind_options
+            for f in loc["findings"]
+        )
         at_node = [
             f"{f['stage']}/{f['kind']}"
             for f in loc["findings"]
@@ -289,7 +293,12 @@ def fault_results(
             and {f.get("source_layer"), f.get("target_layer")} & set(expected.names)
         ]
         results[fault] = {
-            "status": "named" if named else "missed",
+            "status": "named" if named else ("kind_only" if kind_only else "missed"),
+            "found": [
+                f"{f['stage']}/{f['kind']} @ {f.get('target_layer') or f.get('source_layer')}"
+                for f in loc["findings"]
+                if f["kind"] != "agreement"
+            ],
             "expected": expected.to_dict(),
             "inject_s": inject_s,
             "at_node": at_node,
@@ -369,6 +378,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 STATUS = {2: "error", 3: "crash"}
 MARKS = {
     "named": "yes",
+    "kind_only": "kind, not layer",
     "missed": "no",
     "error": "error",
     "crash": "crash",
@@ -379,7 +389,8 @@ MARKS = {
 
 def table(results: list[dict[str, Any]], faults: list[str]) -> str:
     """Markdown: per architecture x conversion, clean findings and localize seconds; per fault,
-    named yes / no (–: no suitable node in that graph; error: localize exit 2, e.g. a model TVM
+    named yes / no ("kind, not layer": a finding of its stage and kind names another layer
+    or a canonical id; –: no suitable node in that graph; error: localize exit 2, e.g. a model TVM
     cannot import or layers it cannot pair; crash: exit 3, a stage crashed); a note says why
     localize stopped."""
     short = [f.replace("_", " ") for f in faults]
@@ -418,8 +429,8 @@ def table(results: list[dict[str, Any]], faults: list[str]) -> str:
 
 def status(got: dict[str, Any]) -> str:
     """A fault's status; a miss of a localization that could not finish is its exit's."""
-    if got["status"] == "missed":
-        return STATUS.get(got.get("exit", 1), "missed")
+    if got["status"] in ("missed", "kind_only"):
+        return STATUS.get(got.get("exit", 1), got["status"])
     return got["status"]
 
 
