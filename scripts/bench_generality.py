@@ -404,7 +404,10 @@ def table(results: list[dict[str, Any]], faults: list[str]) -> str:
             lines.append(row + " |" * (6 + len(faults)) + f" {note} |")
             continue
         c, clean = r["clean"]["counts"], r["clean"]
-        row += f" {c['weights']} | {c['hyperparams']} | {c['graph']} | {c['precision']} |"
+        if clean["exit"] in (0, 1):
+            row += f" {c['weights']} | {c['hyperparams']} | {c['graph']} | {c['precision']} |"
+        else:  # localize stopped: no count means anything
+            row += " n/a |" * 4
         row += f" {clean['localize_s']:.1f} | {clean['exit']} |"
         for fault in faults:
             got = r.get("faults", {}).get(fault)
