@@ -33,6 +33,7 @@ from onnx import helper, numpy_helper
 MIN_DIFF = 1e-3  # the outputs must move by more than this (max |diff|) on the images
 MAX_TRIES = 12  # candidates tried per fault before giving up (each costs one onnxruntime run)
 WEIGHTED = ("Conv", "Gemm", "MatMul")
+FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 ACTIVATIONS = ("Relu", "Gelu", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Elu")
 
 
@@ -98,7 +99,7 @@ class Graph:
                 self.consumers.setdefault(i, []).append(n)
         self.inputs = {i.name for i in model.graph.input} - set(self.inits)
         self.outputs = {o.name for o in model.graph.output}
-        self.shapes = _shapes(model)
+        self.shapes, self.types = _shapes(model)
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of an initializer or a Constant node's output, else None."""
@@ -138,24 +139,26 @@ class Graph:
         return None if shape is None else len(shape)
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[Any, ...]]:
-    """Every tensor's inferred shape (dims as ints or names; None where unknown)."""
+def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[Any, ...]], dict[str, int]]:
+    """Every tensor's inferred shape (dims as ints or names; None where unknown) and element
+    type (``onnx.TensorProto`` codes)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # an inference failure only costs the shape-based choices
         inferred = model
-    shapes = {}
+    shapes, types = {}, {}
     graph = inferred.graph
     for info in itertools.chain(graph.value_info, graph.input, graph.output):
         tensor = info.type.tensor_type
+        types[info.name] = tensor.elem_type
         if tensor.HasField("shape"):
             shapes[info.name] = tuple(
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                 for d in tensor.shape.dim
             )
     for init in graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-    return shapes
+        shapes[init.name], types[init.name] = tuple(init.dims), init.data_type
+    return shapes, types
 
 
 def middle_first(graph: Graph, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
@@ -424,9 +427,13 @@ def _gelu(graph: Graph, erf: onnx.NodeProto) -> tuple[str, str, list[str]] | Non
 
 
 def swapped_concat(graph: Graph) -> Iterator[Candidate]:
-    """The first two inputs of a Concat that are distinct computed tensors of one shape,
-    swapped (the output keeps its shape; its channels come in another order)."""
-    for node in middle_first(graph, [n for n in graph.nodes if n.op_type == "Concat"]):
+    """The first two inputs of a Concat that are distinct computed float tensors of one shape,
+    swapped (the output keeps its shape; its channels come in another order). Integer Concats
+    build shapes (a Reshape's target), not features: left alone."""
+    concats = [
+        n for n in graph.nodes if n.op_type == "Concat" and graph.types.get(n.output[0]) in FLOATS
+    ]
+    for node in middle_first(graph, concats):
         live = [i for i, name in enumerate(node.input) if graph.const(name) is None]
         pair = next(
             (
@@ -483,7 +490,7 @@ def run_images(model: onnx.ModelProto | bytes, images: np.ndarray) -> np.ndarray
 
     data = model if isinstance(model, bytes) else model.SerializeToString()
     options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a candidate that fails to run is skipped, not logged
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     shape = feed.shape
