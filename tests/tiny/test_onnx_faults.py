@@ -228,3 +228,23 @@ def test_named_by_matches_stage_kind_and_either_layer_name() -> None:
     dropped = Expected("dropped_activation", "graph", ("missing_layer",), "e", "", 1.0, ("d",))
     missing = {"stage": "graph", "kind": "missing_layer", "target_layer": None}
     assert dropped.named_by([{**missing, "source_layer": "d"}])
+
+
+def test_a_bound_no_activation_reaches_is_lowered_instead(tmp_path: Path) -> None:
+    # activations of about N(0, 1.5) never reach 6: raising ReLU6's bound moves nothing, so
+    # the bound is halved (what a converter writing Clip(0, 3) would do)
+    weights = {
+        "w0": (1.5 * np.eye(3, dtype=np.float32)).reshape(3, 3, 1, 1),
+        "w1": np.ones((2, 3, 1, 1), np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
+    }
+    nodes = [
+        node("Conv", ["input", "w0"], ["c0"], "conv0"),
+        node("Clip", ["c0", "lo", "hi"], ["r"], "relu6"),
+        node("Conv", ["r", "w1"], ["out"], "conv1"),
+    ]
+    model = save_graph(tmp_path / "m.onnx", nodes, "m", [1, 3, 4, 4], "out", [1, 2, 4, 4], weights)
+    expected = inject(model, "activation_bound", tmp_path / "f.onnx")
+    assert expected is not None
+    assert (expected.node_name, expected.change) == ("relu6", "Clip relu6 max 6 -> 3")
