@@ -1,7 +1,7 @@
 """Benchmark how general convdiff's localization is: many architectures, real conversions,
 injected faults (convdiff issue #12, "What it must show").
 
-For each architecture (:data:`ARCHITECTURES`: 18 models of 7 families -- classic CNNs, mobile
+For each architecture (:data:`ARCHITECTURES`: 19 models of 7 families -- classic CNNs, mobile
 CNNs with hard-swish/SE, EfficientNets, ConvNeXt, vision transformers, conv/attention hybrids
 through timm and torchvision, and keras.applications models) and each of its conversions
 (:data:`CONVERSIONS`), as a user would, through the CLI in subprocesses:
