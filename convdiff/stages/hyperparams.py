@@ -21,7 +21,7 @@ from convdiff.stages.findings import Finding, jsonable
 
 # attributes derived from parameter shapes or layout bookkeeping: not hyperparameters
 SKIP = {"conv2d": {"kernel"}, "dense": {"units"}}
-SKIP_ALL = {"noise", "shape", "spatial_only", "pad_width", "keepdims"}
+SKIP_ALL = {"noise", "shape", "spatial_only", "pad_width", "keepdims", "tvm_op"}
 BOUNDS = {"relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}
 
 
