@@ -25,7 +25,7 @@ from convdiff.ir.tvm import ops
 from convdiff.ir.tvm.builder import NCHW, GraphBuilder, OpCall, Value
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
-from tests.helpers import convert, infer
+from tests.helpers import convert, infer, ok
 
 REFUSAL = (
     "OpNotImplemented: The following operators are likely to have dynamic range quantization: "
@@ -201,6 +201,39 @@ def test_torch_export_imports_in_the_tvm_worker(
     assert canon.ops() == ["conv2d", "relu", "pool_max", "pool_global_avg", "dense"]
     assert canon.layers[1].folded == ["add lv2", "batch_norm lv3 epsilon=1e-05"]
     assert canon.layers[0].shape == [-1, 3, 16, 16]
+
+
+def test_a_tuple_valued_op_becomes_one_layer_per_field_whose_tensor_is_that_field(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """torch ``split`` is Relax's tuple-valued ``relax.split``: one ``other`` layer per field
+    with the field's shape (one shape-less layer for the tuple made the next permute fail
+    with "IndexError: tuple index out of range", timm LeViT and EfficientViT), and each
+    field's activation is that field: channels 4i..4i+4 of the conv's output (its bias add)."""
+    path = ok(pool.call("torch", "tests.tiny.torch_models:save_split", out_dir=str(tmp_path)))
+    graph = _imported(pool, "torch", path["path"], tmp_path / "tvm")
+    fields = [lay for lay in graph.layers if lay.attrs.get("tvm_op") == "relax.split"]
+    assert [f.attrs["field"] for f in fields] == [0, 1, 2]
+    assert [f.shape for f in fields] == [[-1, 4, 16, 16]] * 3
+    conv = next(lay for lay in graph.layers if lay.op == "conv2d")
+    bias = graph[fields[0].inputs[0]]
+    assert bias.op == "add" and bias.inputs == [conv.id]
+    assert all(f.inputs == [bias.id] for f in fields)
+    x = np.random.default_rng(3).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    ran = client.run_tvm(
+        pool, "torch", path["path"], tmp_path / "x.npz", tmp_path / "y.npz",
+        layers=[bias.id, *(f.id for f in fields)], activations_npz=tmp_path / "act.npz",
+    )  # fmt: skip
+    assert ran, ran.message
+    assert ran.value["activations"]["missing"] == []
+    ok(pool.call("torch", "tests.tiny.torch_models:split_outputs", inputs=str(tmp_path / "x.npz"),
+                 outputs=str(tmp_path / "eager.npz")))  # fmt: skip
+    with np.load(tmp_path / "act.npz") as act, np.load(tmp_path / "y.npz") as y:
+        for i, f in enumerate(fields):
+            np.testing.assert_array_equal(act[f.id], act[bias.id][:, 4 * i : 4 * i + 4])
+        with np.load(tmp_path / "eager.npz") as eager:
+            assert np.abs(y["y"] - eager["y"]).max() < 1e-5
 
 
 # -- the op registry and the orchestrator's imports (no worker) -------------------------------

@@ -134,3 +134,44 @@ def save_state_dict(out_dir: str) -> str:
     path = Path(out_dir) / "tiny.pth"
     torch.save(tiny_module(0).state_dict(), str(path))
     return str(path)
+
+
+def split_module(seed: int = 0) -> Any:
+    """A conv whose 12 channels are split in three (torch ``split``: TVM's tuple-valued
+    ``relax.split``) and recombined as ``a * sigmoid(b) + c^T`` (c's H and W swapped, as
+    attention transposes k), then pooled into 5 classes: the shape of timm LeViT's and
+    EfficientViT's q, k, v."""
+    import torch
+    from torch import nn
+
+    class Split(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 12, 3, padding=1)
+            self.fc = nn.Linear(4, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b, c = self.conv(x).split([4, 4, 4], dim=1)
+            y = a * torch.sigmoid(b) + c.permute(0, 1, 3, 2)
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return Split().eval()
+
+
+def save_split(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    return torch_fw.save(split_module(), str(Path(out_dir) / "split.pt2"), INPUT_SHAPE)
+
+
+def split_outputs(inputs: str, outputs: str) -> list[int]:
+    """Outputs of the eager :func:`split_module` on the NHWC ``x`` of ``inputs`` (as ``y``)."""
+    import torch
+
+    with np.load(inputs) as data:
+        x = torch.from_numpy(data["x"].transpose(0, 3, 1, 2).copy())
+    with torch.inference_mode():
+        y = split_module()(x).numpy()
+    np.savez(outputs, y=y)
+    return list(y.shape)

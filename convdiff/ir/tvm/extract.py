@@ -124,7 +124,14 @@ class Extractor:
 
         if isinstance(value, relax.TupleGetItem):
             tup = self._resolve(value.tuple_value)
-            return tup[value.index] if isinstance(tup, list) else tup
+            if not isinstance(tup, list):
+                return tup
+            item = tup[value.index]
+            if isinstance(item, Value):  # the field's tensor is this var, not the tuple's
+                held = self.graph.tensors.get(item.layer)
+                if held is not None and held[0].same_as(value.tuple_value):
+                    self.graph.tensors[item.layer] = (var, held[1])
+            return item
         if not isinstance(value, relax.Call):
             return self._resolve(value)
         if isinstance(value.op, relax.ExternFunc) or not hasattr(value.op, "name"):
