@@ -236,6 +236,56 @@ def test_a_tuple_valued_op_becomes_one_layer_per_field_whose_tensor_is_that_fiel
             assert np.abs(y["y"] - eager["y"]).max() < 1e-5
 
 
+def test_torchscript_imports_by_the_torchscript_to_onnx_route(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """TVM has no TorchScript frontend: a scripted .pt is exported to ONNX beside the import
+    and imported as ONNX, and the note names the route; a foreign .pt without convdiff's
+    shape record cannot be exported (ONNX export needs an example input), and says so."""
+    scripted = ok(
+        pool.call("torch", "tests.tiny.torch_models:save_scripted", out_dir=str(tmp_path))
+    )
+    outcome = client.import_graph(pool, "torch", scripted, tmp_path / "tvm")
+    assert outcome, outcome.message
+    assert outcome.value["notes"] == [
+        "TVM's torch frontend reads torch.export programs only; scripted.pt is TorchScript: "
+        "imported by the route torchscript -> onnx (torch.onnx.export dynamo=False, opset 17, "
+        "batch 1, written as torchscript.onnx beside the import)"
+    ]
+    assert (tmp_path / "tvm" / "torchscript.onnx").is_file()
+    graph = CanonicalGraph.load(Path(outcome.value["graph"]), Path(outcome.value["params"]))
+    canon = canonicalize(graph)
+    assert canon.ops() == ["conv2d", "relu", "pool_max", "pool_global_avg", "dense"]
+    assert canon.layers[0].shape == [1, 3, 16, 16]
+    foreign = ok(pool.call("torch", "tests.tiny.torch_models:make_tiny", out_dir=str(tmp_path),
+                           fmt="pt"))["path"]  # fmt: skip
+    refused = client.import_graph(pool, "torch", foreign, tmp_path / "tvm-foreign")
+    assert not refused and refused.error_type == "ValueError"
+    assert refused.message == (
+        "TVM imports TorchScript through ONNX, whose export needs the input shape, and tiny.pt "
+        "records none (convdiff's own .pt files do)"
+    )
+
+
+def test_localize_onnx_against_its_torchscript_conversion_finds_nothing(
+    pool: WorkerPool, rich_onnx: Path, tmp_path: Path
+) -> None:
+    """onnx2torch's module of the rich CNN saved as TorchScript (as convdiff saves what
+    torch.export refuses): localize imports it by the route torchscript -> onnx, aligns every
+    layer and finds no weights, hyperparameter or graph fault."""
+    from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, localize
+    from convdiff.core.progress import Progress
+
+    pt = ok(pool.call("torch", "tests.tiny.torch_models:onnx_to_torchscript",
+                      onnx_path=str(rich_onnx), out_dir=str(tmp_path)))  # fmt: skip
+    config = LocalizeConfig(str(rich_onnx), pt, stages=GRAPH_STAGES, out=tmp_path / "out")
+    report = localize(config, Progress(enabled=False), pool)
+    assert report.error == "" and report.exit_code == 0
+    assert [(f.stage, f.kind) for f in report.findings] == []
+    assert report.alignment["unmatched"] == 0
+    assert "torchscript -> onnx" in report.imports["target"]["notes"][0]
+
+
 # -- the op registry and the orchestrator's imports (no worker) -------------------------------
 
 

@@ -175,3 +175,43 @@ def split_outputs(inputs: str, outputs: str) -> list[int]:
         y = split_module()(x).numpy()
     np.savez(outputs, y=y)
     return list(y.shape)
+
+
+def save_scripted(out_dir: str) -> str:
+    """The tiny module through ``torch.jit.script``, with the input-shape record convdiff's own
+    TorchScript files carry (:data:`convdiff.frameworks.torch.SHAPE_RECORD`)."""
+    import json
+
+    import torch
+
+    from convdiff.frameworks.torch import SHAPE_RECORD
+
+    path = Path(out_dir) / "scripted.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = json.dumps({"input_shape": INPUT_SHAPE})
+    torch.jit.save(torch.jit.script(tiny_module()), str(path), _extra_files={SHAPE_RECORD: record})
+    return str(path)
+
+
+def onnx_to_torchscript(onnx_path: str, out_dir: str) -> str:
+    """onnx2torch's module of ``onnx_path`` saved as convdiff saves a module torch.export
+    refuses (:func:`convdiff.frameworks.torch.save`'s fallback): traced at batch 1, the shape
+    recorded."""
+    import json
+
+    import onnx
+    import torch
+    from onnx2torch import convert
+
+    from convdiff.frameworks.torch import SHAPE_RECORD
+
+    proto = onnx.load(onnx_path)
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    module = convert(proto).eval()
+    path = Path(out_dir) / "onnx2torch.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.zeros(1, *dims[1:]), check_trace=False)
+    record = json.dumps({"input_shape": [1, *dims[1:]]})
+    torch.jit.save(traced, str(path), _extra_files={SHAPE_RECORD: record})
+    return str(path)
