@@ -227,13 +227,74 @@ def test_a_tuple_valued_op_becomes_one_layer_per_field_whose_tensor_is_that_fiel
     )  # fmt: skip
     assert ran, ran.message
     assert ran.value["activations"]["missing"] == []
-    ok(pool.call("torch", "tests.tiny.torch_models:split_outputs", inputs=str(tmp_path / "x.npz"),
-                 outputs=str(tmp_path / "eager.npz")))  # fmt: skip
+    _eager(pool, "split_module", tmp_path / "x.npz", tmp_path / "eager.npz")
     with np.load(tmp_path / "act.npz") as act, np.load(tmp_path / "y.npz") as y:
         for i, f in enumerate(fields):
             np.testing.assert_array_equal(act[f.id], act[bias.id][:, 4 * i : 4 * i + 4])
         with np.load(tmp_path / "eager.npz") as eager:
             assert np.abs(y["y"] - eager["y"]).max() < 1e-5
+
+
+def _eager(pool: WorkerPool, builder: str, inputs: Path, outputs: Path) -> None:
+    """The eager outputs of tests/tiny/torch_models.py's ``builder`` module, into ``outputs``."""
+    ok(pool.call("torch", "tests.tiny.torch_models:module_outputs", builder=builder,
+                 inputs=str(inputs), outputs=str(outputs)))  # fmt: skip
+
+
+def test_an_in_place_add_on_a_view_spanning_the_tensor_is_the_add(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """torch.export turns GhostNet's ``out[:, :C] += shortcut`` into ``slice_scatter`` over
+    the whole symbolic batch, which TVM cannot compile ("Expect value to be constant int")
+    and convdiff's extractor read wrongly ("KeyError: s77"): the program adds into the
+    tensor itself, as the view did, the note says so, and TVM computes what torch does."""
+    path = ok(
+        pool.call("torch", "tests.tiny.torch_models:save_inplace_view", out_dir=str(tmp_path))
+    )
+    outcome = client.import_graph(pool, "torch", path["path"], tmp_path / "tvm")
+    assert outcome, outcome.message
+    assert outcome.value["notes"] == [
+        "1 aten.slice spanning its whole tensor replaced by the tensor for TVM"
+    ]
+    graph = CanonicalGraph.load(Path(outcome.value["graph"]), Path(outcome.value["params"]))
+    assert graph.ops() == [
+        "conv2d",
+        "add",
+        "conv2d",
+        "add",
+        "add",
+        "pool_global_avg",
+        "dense",
+        "add",
+    ]
+    assert canonicalize(graph).ops() == ["conv2d", "conv2d", "add", "pool_global_avg", "dense"]
+    x = np.random.default_rng(4).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    ran = client.run_tvm(pool, "torch", path["path"], tmp_path / "x.npz", tmp_path / "y.npz")
+    assert ran, ran.message
+    _eager(pool, "inplace_view_module", tmp_path / "x.npz", tmp_path / "eager.npz")
+    with np.load(tmp_path / "y.npz") as y, np.load(tmp_path / "eager.npz") as eager:
+        assert np.abs(y["y"] - eager["y"]).max() < 1e-5
+
+
+def test_a_float_tensor_floor_divided_by_an_int_imports_and_computes_the_same(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """TVM's converter of ``aten.div.Tensor_mode`` made the divisor 2 an int32 constant
+    beside a float32 tensor ("TypeError: Binary operators must have the same datatype",
+    timm EdgeNeXt); convdiff's converter gives it the tensor's dtype, and says so."""
+    path = ok(pool.call("torch", "tests.tiny.torch_models:save_floor_div", out_dir=str(tmp_path)))
+    x = np.random.default_rng(5).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    ran = client.run_tvm(pool, "torch", path["path"], tmp_path / "x.npz", tmp_path / "y.npz")
+    assert ran, ran.message
+    assert ran.value["notes"] == [
+        "1 aten.div floor by a number imported with the number in the tensor's dtype "
+        "(TVM's converter made it int32)"
+    ]
+    _eager(pool, "floor_div_module", tmp_path / "x.npz", tmp_path / "eager.npz")
+    with np.load(tmp_path / "y.npz") as y, np.load(tmp_path / "eager.npz") as eager:
+        assert np.abs(y["y"] - eager["y"]).max() < 1e-5
 
 
 def test_torchscript_imports_by_the_torchscript_to_onnx_route(
@@ -283,7 +344,9 @@ def test_localize_onnx_against_its_torchscript_conversion_finds_nothing(
     assert report.error == "" and report.exit_code == 0
     assert [(f.stage, f.kind) for f in report.findings] == []
     assert report.alignment["unmatched"] == 0
-    assert "torchscript -> onnx" in report.imports["target"]["notes"][0]
+    note = report.imports["target"]["notes"][0]
+    assert "imported by the route torchscript -> onnx" in note
+    assert f"- target import: {note}" in (tmp_path / "out" / "report.md").read_text()
 
 
 # -- the op registry and the orchestrator's imports (no worker) -------------------------------

@@ -165,14 +165,15 @@ def save_split(out_dir: str) -> dict[str, Any]:
     return torch_fw.save(split_module(), str(Path(out_dir) / "split.pt2"), INPUT_SHAPE)
 
 
-def split_outputs(inputs: str, outputs: str) -> list[int]:
-    """Outputs of the eager :func:`split_module` on the NHWC ``x`` of ``inputs`` (as ``y``)."""
+def module_outputs(builder: str, inputs: str, outputs: str) -> list[int]:
+    """Outputs of the eager module this file's function ``builder`` (e.g. ``split_module``)
+    builds, on the NHWC ``x`` of ``inputs`` (saved as ``y``)."""
     import torch
 
     with np.load(inputs) as data:
         x = torch.from_numpy(data["x"].transpose(0, 3, 1, 2).copy())
     with torch.inference_mode():
-        y = split_module()(x).numpy()
+        y = globals()[builder]()(x).numpy()
     np.savez(outputs, y=y)
     return list(y.shape)
 
@@ -215,3 +216,61 @@ def onnx_to_torchscript(onnx_path: str, out_dir: str) -> str:
     record = json.dumps({"input_shape": [1, *dims[1:]]})
     torch.jit.save(traced, str(path), _extra_files={SHAPE_RECORD: record})
     return str(path)
+
+
+def inplace_view_module(seed: int = 0) -> Any:
+    """timm GhostNet's pattern: a conv output sliced to all its channels (``out[:, :8]``, a
+    view spanning the tensor) and a shortcut added in place (``+=``), which torch.export
+    functionalizes into ``slice_scatter`` over the whole (symbolic) batch axis."""
+    import torch
+    from torch import nn
+
+    class InplaceView(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.skip = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)[:, :8]
+            y += self.skip(x)
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return InplaceView().eval()
+
+
+def save_inplace_view(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    path = str(Path(out_dir) / "inplace.pt2")
+    return torch_fw.save(inplace_view_module(), path, INPUT_SHAPE)
+
+
+def floor_div_module(seed: int = 0) -> Any:
+    """A float tensor floor-divided by a Python int (``torch.div(t, 2, rounding_mode=
+    "floor")``, as timm EdgeNeXt's Fourier position encoding does), between a conv and a
+    pooled classifier."""
+    import torch
+    from torch import nn
+
+    class FloorDiv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.div(self.conv(x) * 8.0, 2, rounding_mode="floor")
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return FloorDiv().eval()
+
+
+def save_floor_div(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    path = str(Path(out_dir) / "floor_div.pt2")
+    return torch_fw.save(floor_div_module(), path, INPUT_SHAPE)

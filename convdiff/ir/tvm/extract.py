@@ -111,7 +111,12 @@ class Extractor:
             value = expr.value
             return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         if isinstance(expr, relax.Var):
-            return self.env[expr]
+            if expr in self.env:
+                return self.env[expr]
+            # TVM 0.27 has one Var class: a var no binding defines is a symbolic dimension of
+            # main's signature (the dynamic batch ``s77``) passed to an op, read as its name
+            # (``slice_scatter(x, src, 0, s77, 1)`` was "KeyError: s77")
+            return var_name(expr)
         if isinstance(expr, relax.Tuple):
             return [self._resolve(f) for f in expr.fields]
         if isinstance(expr, relax.ShapeExpr):

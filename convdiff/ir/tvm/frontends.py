@@ -26,8 +26,9 @@ TVM 0.27, refuses or obscures something a converted model really contains:
 - torch: ``torch.export.load`` + ``relax.frontend.torch.from_exported_program`` (eval-mode
   BatchNorm stays one ``batch_norm`` op). onnx2torch turns a constant ONNX Gather index into
   ``aten.item`` of a buffer, and TVM 0.27's ``select`` takes only a Python int
-  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``):
-  :func:`_fold_constant_items` puts the buffer's value in its place first. TVM has no
+  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``), and
+  TVM cannot compile a ``slice_scatter`` whose end is the symbolic batch (timm GhostNet):
+  :mod:`convdiff.ir.tvm.torch_fixes` rewrites the program first. TVM has no
   TorchScript frontend: a .pt file takes the route ``torchscript -> onnx``
   (:mod:`convdiff.ir.tvm.torchscript`), exported to ONNX in the work folder and imported as
   ONNX; the note says so.
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.ir import tflite_quant
-from convdiff.ir.tvm import torchscript
+from convdiff.ir.tvm import torch_fixes, torchscript
 
 TVM_FRAMEWORKS = ("onnx", "tflite", "torch")
 
@@ -244,11 +245,11 @@ def _load_torch(path: str, work_dir: Path | None) -> Imported:
     if not path.endswith(".pt2"):
         return _load_torchscript(path, work_dir)
     program = load_program(path)  # safe by default: no pickled payload runs (core.trust)
-    notes: list[str] = []
-    folded = _fold_constant_items(program)
-    if folded:
-        notes.append(f"{folded} aten.item of a constant buffer folded to its value for TVM")
-    return Imported(from_exported_program(program, keep_params_as_input=False), notes)
+    notes = torch_fixes.prepare(program)
+    mod = from_exported_program(
+        program, keep_params_as_input=False, custom_convert_map=torch_fixes.convert_map()
+    )
+    return Imported(mod, notes)
 
 
 def _load_torchscript(path: str, work_dir: Path | None) -> Imported:
@@ -261,36 +262,6 @@ def _load_torchscript(path: str, work_dir: Path | None) -> Imported:
     imported = _load_onnx(str(onnx_path))
     imported.notes.insert(0, note)
     return imported
-
-
-def _fold_constant_items(program: Any) -> int:
-    """Replace each ``aten.item`` whose input is a buffer or lifted constant (through dtype
-    casts only) by its Python number in the arguments of the nodes that read it; the count.
-    The graph computes the same thing: the buffer is a constant of the program."""
-    import torch
-
-    signature = program.graph_signature
-    constants = {**signature.inputs_to_buffers, **signature.inputs_to_lifted_tensor_constants}
-    values = {**program.state_dict, **program.constants}
-    folded = 0
-    for node in list(program.graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.item.default:
-            continue
-        source, casts = node.args[0], []
-        while source.op == "call_function" and source.target == torch.ops.aten.to.dtype:
-            casts.append(source.args[1])
-            source = source.args[0]
-        value = values.get(constants.get(source.name, "")) if source.op == "placeholder" else None
-        if value is None or value.numel() != 1:
-            continue
-        for dtype in reversed(casts):  # innermost cast first, as the graph does
-            value = value.to(dtype)
-        number = value.item()
-        for user in list(node.users):
-            user.args = tuple(number if arg is node else arg for arg in user.args)
-        folded += 1
-    program.graph.eliminate_dead_code()
-    return folded
 
 
 def _one_line(exc: BaseException) -> str:
