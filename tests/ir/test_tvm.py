@@ -297,6 +297,26 @@ def test_a_float_tensor_floor_divided_by_an_int_imports_and_computes_the_same(
         assert np.abs(y["y"] - eager["y"]).max() < 1e-5
 
 
+@pytest.mark.slow
+def test_timm_levit_and_efficientvit_import_with_their_attention_split(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    """timm levit_128s and efficientvit_b0 (random weights, torch.export with a dynamic batch)
+    import into TVM: each attention's q, k, v split is one layer per field (LeViT: 9 splits
+    in three, its 2 downsampling attentions' k, v in two; EfficientViT: 4 in three), and no
+    layer is left without a shape. Was "IndexError: tuple index out of range"."""
+    expected = {"levit_128s": [11, 11, 9], "efficientvit_b0": [4, 4, 4]}
+    for name, fields in expected.items():
+        path = ok(pool.call("torch", "tests.tiny.timm_funcs:save_pt2", name=name,
+                            out_dir=str(tmp_path)))  # fmt: skip
+        graph = _imported(pool, "torch", path, tmp_path / name)
+        split = [
+            lay.attrs["field"] for lay in graph.layers if lay.attrs.get("tvm_op") == "relax.split"
+        ]
+        assert [split.count(i) for i in range(3)] == fields, name
+        assert [lay.id for lay in graph.layers if not lay.shape] == [], name
+
+
 def test_torchscript_imports_by_the_torchscript_to_onnx_route(
     pool: WorkerPool, tmp_path: Path
 ) -> None:
