@@ -259,7 +259,7 @@ def _load_torchscript(path: str, work_dir: Path | None) -> Imported:
         with tempfile.TemporaryDirectory(prefix="convdiff-torchscript-") as tmp:
             return _load_torchscript(path, Path(tmp))
     onnx_path, note = torchscript.export_onnx(path, work_dir)
-    imported = _load_onnx(str(onnx_path))
+    imported = _load_onnx(str(onnx_path), work_dir)
     imported.notes.insert(0, note)
     return imported
 
