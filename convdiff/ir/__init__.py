@@ -4,10 +4,10 @@ stand on.
 - :mod:`convdiff.ir.graph`: :class:`~convdiff.ir.graph.CanonicalGraph` and its layers
   (framework-neutral; JSON + npz).
 - :mod:`convdiff.ir.tvm`: child side, run in a ``tvm`` worker: import a model with TVM's
-  Relax frontends (onnx, tflite, torch .pt2; ``frontends``), read its layer graph
-  (``extract``, with one registered converter per op family in ``ops``), or compile it for
-  llvm and run it as an independent runtime (``execute``); ``tasks`` holds the worker's entry
-  points.
+  Relax frontends (onnx, tflite, torch .pt2; TorchScript through ONNX; ``frontends``),
+  read its layer graph (``extract``, with one registered converter per op family in
+  ``ops``), or compile it for llvm and run it as an independent runtime (``execute``);
+  ``tasks`` holds the worker's entry points.
 - :mod:`convdiff.ir.tflite_quant`: int8 weights, scales and zero points read from a .tflite
   flatbuffer (for the dynamic-range files TVM refuses).
 - :mod:`convdiff.ir.canonicalize` and :mod:`convdiff.ir.align`: pure numpy, run anywhere.

@@ -69,3 +69,20 @@ def timm_eval_batch(name: str, paths: list[str], out: str) -> list[str]:
     tensors = [transform(Image.open(p).convert("RGB")).numpy() for p in paths]
     np.save(out, np.stack(tensors).transpose(0, 2, 3, 1))
     return [repr(t) for t in transform.transforms]
+
+
+def save_pt2(name: str, out_dir: str, seed: int = 0) -> str:
+    """A seeded timm model (random weights, timm's init) saved as convdiff saves a torch model
+    (:func:`convdiff.frameworks.torch.save`: torch.export, dynamic batch), at its default
+    input size; the file's path."""
+    from pathlib import Path
+
+    import timm
+    import torch
+
+    from convdiff.frameworks import torch as torch_fw
+
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False).eval()
+    size = list(model.pretrained_cfg["input_size"])
+    return torch_fw.save(model, str(Path(out_dir) / f"{name}.pt2"), [None, *size])["path"]

@@ -134,3 +134,143 @@ def save_state_dict(out_dir: str) -> str:
     path = Path(out_dir) / "tiny.pth"
     torch.save(tiny_module(0).state_dict(), str(path))
     return str(path)
+
+
+def split_module(seed: int = 0) -> Any:
+    """A conv whose 12 channels are split in three (torch ``split``: TVM's tuple-valued
+    ``relax.split``) and recombined as ``a * sigmoid(b) + c^T`` (c's H and W swapped, as
+    attention transposes k), then pooled into 5 classes: the shape of timm LeViT's and
+    EfficientViT's q, k, v."""
+    import torch
+    from torch import nn
+
+    class Split(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 12, 3, padding=1)
+            self.fc = nn.Linear(4, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b, c = self.conv(x).split([4, 4, 4], dim=1)
+            y = a * torch.sigmoid(b) + c.permute(0, 1, 3, 2)
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return Split().eval()
+
+
+def save_split(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    return torch_fw.save(split_module(), str(Path(out_dir) / "split.pt2"), INPUT_SHAPE)
+
+
+def module_outputs(builder: str, inputs: str, outputs: str) -> list[int]:
+    """Outputs of the eager module this file's function ``builder`` (e.g. ``split_module``)
+    builds, on the NHWC ``x`` of ``inputs`` (saved as ``y``)."""
+    import torch
+
+    with np.load(inputs) as data:
+        x = torch.from_numpy(data["x"].transpose(0, 3, 1, 2).copy())
+    with torch.inference_mode():
+        y = globals()[builder]()(x).numpy()
+    np.savez(outputs, y=y)
+    return list(y.shape)
+
+
+def save_scripted(out_dir: str) -> str:
+    """The tiny module through ``torch.jit.script``, with the input-shape record convdiff's own
+    TorchScript files carry (:data:`convdiff.frameworks.torch.SHAPE_RECORD`)."""
+    import json
+
+    import torch
+
+    from convdiff.frameworks.torch import SHAPE_RECORD
+
+    path = Path(out_dir) / "scripted.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = json.dumps({"input_shape": INPUT_SHAPE})
+    torch.jit.save(torch.jit.script(tiny_module()), str(path), _extra_files={SHAPE_RECORD: record})
+    return str(path)
+
+
+def onnx_to_torchscript(onnx_path: str, out_dir: str) -> str:
+    """onnx2torch's module of ``onnx_path`` saved as convdiff saves a module torch.export
+    refuses (:func:`convdiff.frameworks.torch.save`'s fallback): traced at batch 1, the shape
+    recorded."""
+    import json
+
+    import onnx
+    import torch
+    from onnx2torch import convert
+
+    from convdiff.frameworks.torch import SHAPE_RECORD
+
+    proto = onnx.load(onnx_path)
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    module = convert(proto).eval()
+    path = Path(out_dir) / "onnx2torch.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.zeros(1, *dims[1:]), check_trace=False)
+    record = json.dumps({"input_shape": [1, *dims[1:]]})
+    torch.jit.save(traced, str(path), _extra_files={SHAPE_RECORD: record})
+    return str(path)
+
+
+def inplace_view_module(seed: int = 0) -> Any:
+    """timm GhostNet's pattern: a conv output sliced to all its channels (``out[:, :8]``, a
+    view spanning the tensor) and a shortcut added in place (``+=``), which torch.export
+    functionalizes into ``slice_scatter`` over the whole (symbolic) batch axis."""
+    import torch
+    from torch import nn
+
+    class InplaceView(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.skip = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)[:, :8]
+            y += self.skip(x)
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return InplaceView().eval()
+
+
+def save_inplace_view(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    path = str(Path(out_dir) / "inplace.pt2")
+    return torch_fw.save(inplace_view_module(), path, INPUT_SHAPE)
+
+
+def floor_div_module(seed: int = 0) -> Any:
+    """A float tensor floor-divided by a Python int (``torch.div(t, 2, rounding_mode=
+    "floor")``, as timm EdgeNeXt's Fourier position encoding does), between a conv and a
+    pooled classifier."""
+    import torch
+    from torch import nn
+
+    class FloorDiv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, NUM_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.div(self.conv(x) * 8.0, 2, rounding_mode="floor")
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return FloorDiv().eval()
+
+
+def save_floor_div(out_dir: str) -> dict[str, Any]:
+    from convdiff.frameworks import torch as torch_fw
+
+    path = str(Path(out_dir) / "floor_div.pt2")
+    return torch_fw.save(floor_div_module(), path, INPUT_SHAPE)

@@ -76,6 +76,7 @@ def to_markdown(report: LocalizeReport) -> str:
             out.append(
                 f"- {side} import: route {info.get('route')}; refused: {info.get('refused')}"
             )
+        out += [f"- {side} import: {note}" for note in info.get("notes") or []]
     out += ["", "## Findings", ""]
     if not report.findings:
         out.append("No finding: the canonical graphs agree.")

@@ -115,16 +115,36 @@ class GraphBuilder:
         self.tensors[lid] = (op.var, perm)
         return Value(lid, shape, perm)
 
-    def other(self, op: OpCall) -> Value:
+    def other(self, op: OpCall) -> Value | list[Value]:
         """An op convdiff has no kind for: an ``other`` layer named by its Relax op, its float
-        constant arguments kept as params."""
+        constant arguments kept as params.
+
+        An op that returns a tuple (``relax.split``: torch's ``split``, ONNX Split, TFLite
+        SPLIT) becomes one layer per field, each with its field's shape and ``attrs["field"]``,
+        and its value is their list, so that ``lv[i]`` reads a real tensor: one layer for the
+        whole tuple had no shape and no axes, and the first op reading a field with its axes
+        failed (timm LeViT's and EfficientViT's attention split q, k, v: "IndexError: tuple
+        index out of range")."""
         values = [a for a in flat(op.args) if isinstance(a, Value)]
         consts = {f"arg{i}": a for i, a in enumerate(op.args) if isinstance(a, np.ndarray)}
         consts = {k: v for k, v in consts.items() if v.dtype.kind == "f"}
-        ndim = len(shape_of(op.var.ty))
-        perm = values[0].perm if values and len(values[0].perm) == ndim else identity_perm(ndim)
-        attrs = {"tvm_op": op.name, **_numeric_attrs(op.attrs, ndim)}
-        return self.layer(op, "other", values, perm, attrs, consts)
+        fields = getattr(op.var.ty, "fields", None)
+        if fields is None:
+            ndim = len(shape_of(op.var.ty))
+            attrs = {"tvm_op": op.name, **_numeric_attrs(op.attrs, ndim)}
+            return self.layer(op, "other", values, self._other_perm(values, ndim), attrs, consts)
+        out = []
+        for i, field_ty in enumerate(fields):
+            shape = shape_of(field_ty)
+            attrs = {"tvm_op": op.name, **_numeric_attrs(op.attrs, len(shape)), "field": i}
+            perm = self._other_perm(values, len(shape))
+            out.append(self.layer(op, "other", values, perm, attrs, consts, shape=shape))
+        return out
+
+    @staticmethod
+    def _other_perm(values: list[Value], ndim: int) -> tuple[int, ...]:
+        """An ``other`` output keeps its first input's axes when it has as many, else none."""
+        return values[0].perm if values and len(values[0].perm) == ndim else identity_perm(ndim)
 
 
 def _numeric_attrs(attrs: Any, ndim: int) -> dict[str, Any]:

@@ -111,7 +111,12 @@ class Extractor:
             value = expr.value
             return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         if isinstance(expr, relax.Var):
-            return self.env[expr]
+            if expr in self.env:
+                return self.env[expr]
+            # TVM 0.27 has one Var class: a var no binding defines is a symbolic dimension of
+            # main's signature (the dynamic batch ``s77``) passed to an op, read as its name
+            # (``slice_scatter(x, src, 0, s77, 1)`` was "KeyError: s77")
+            return var_name(expr)
         if isinstance(expr, relax.Tuple):
             return [self._resolve(f) for f in expr.fields]
         if isinstance(expr, relax.ShapeExpr):
@@ -124,7 +129,14 @@ class Extractor:
 
         if isinstance(value, relax.TupleGetItem):
             tup = self._resolve(value.tuple_value)
-            return tup[value.index] if isinstance(tup, list) else tup
+            if not isinstance(tup, list):
+                return tup
+            item = tup[value.index]
+            if isinstance(item, Value):  # the field's tensor is this var, not the tuple's
+                held = self.graph.tensors.get(item.layer)
+                if held is not None and held[0].same_as(value.tuple_value):
+                    self.graph.tensors[item.layer] = (var, held[1])
+            return item
         if not isinstance(value, relax.Call):
             return self._resolve(value)
         if isinstance(value.op, relax.ExternFunc) or not hasattr(value.op, "name"):

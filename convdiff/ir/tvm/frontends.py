@@ -26,12 +26,17 @@ TVM 0.27, refuses or obscures something a converted model really contains:
 - torch: ``torch.export.load`` + ``relax.frontend.torch.from_exported_program`` (eval-mode
   BatchNorm stays one ``batch_norm`` op). onnx2torch turns a constant ONNX Gather index into
   ``aten.item`` of a buffer, and TVM 0.27's ``select`` takes only a Python int
-  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``):
-  :func:`_fold_constant_items` puts the buffer's value in its place first.
+  ("value has to be scalar or Tensor", torchvision InceptionV3's ``transform_input``), and
+  TVM cannot compile a ``slice_scatter`` whose end is the symbolic batch (timm GhostNet):
+  :mod:`convdiff.ir.tvm.torch_fixes` rewrites the program first. TVM has no
+  TorchScript frontend: a .pt file takes the route ``torchscript -> onnx``
+  (:mod:`convdiff.ir.tvm.torchscript`), exported to ONNX in the work folder and imported as
+  ONNX; the note says so.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.ir import tflite_quant
+from convdiff.ir.tvm import torch_fixes, torchscript
 
 TVM_FRAMEWORKS = ("onnx", "tflite", "torch")
 
@@ -61,7 +67,7 @@ def load_module(framework: str, path: str, work_dir: Path | None = None) -> Impo
     if framework == "tflite":
         return _load_tflite(path, work_dir or Path(path).parent)
     if framework == "torch":
-        return _load_torch(path)
+        return _load_torch(path, work_dir)
     raise ValueError(
         f"TVM has no frontend for {framework!r}; expected one of {TVM_FRAMEWORKS} "
         "(Keras/TF go through a converter first: commands.localize.imports.import_via_pool)"
@@ -227,51 +233,35 @@ def _tflite_converter() -> type:
     return _TFLiteConverter
 
 
-def _load_torch(path: str) -> Imported:
+def _load_torch(path: str, work_dir: Path | None) -> Imported:
     """A torch.export program (.pt2) through ``from_exported_program``, its constant
-    ``aten.item`` folded first (module docstring)."""
+    ``aten.item`` folded first; any other torch file by the route ``torchscript -> onnx``,
+    its ONNX written into ``work_dir`` (a temporary folder when None: never beside the
+    user's file) (module docstring)."""
     from tvm.relax.frontend.torch import from_exported_program
 
     from convdiff.frameworks.torch import load_program
 
     if not path.endswith(".pt2"):
-        raise ValueError("TVM imports torch models as torch.export programs (.pt2) only")
+        return _load_torchscript(path, work_dir)
     program = load_program(path)  # safe by default: no pickled payload runs (core.trust)
-    notes: list[str] = []
-    folded = _fold_constant_items(program)
-    if folded:
-        notes.append(f"{folded} aten.item of a constant buffer folded to its value for TVM")
-    return Imported(from_exported_program(program, keep_params_as_input=False), notes)
+    notes = torch_fixes.prepare(program)
+    mod = from_exported_program(
+        program, keep_params_as_input=False, custom_convert_map=torch_fixes.convert_map()
+    )
+    return Imported(mod, notes)
 
 
-def _fold_constant_items(program: Any) -> int:
-    """Replace each ``aten.item`` whose input is a buffer or lifted constant (through dtype
-    casts only) by its Python number in the arguments of the nodes that read it; the count.
-    The graph computes the same thing: the buffer is a constant of the program."""
-    import torch
-
-    signature = program.graph_signature
-    constants = {**signature.inputs_to_buffers, **signature.inputs_to_lifted_tensor_constants}
-    values = {**program.state_dict, **program.constants}
-    folded = 0
-    for node in list(program.graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.item.default:
-            continue
-        source, casts = node.args[0], []
-        while source.op == "call_function" and source.target == torch.ops.aten.to.dtype:
-            casts.append(source.args[1])
-            source = source.args[0]
-        value = values.get(constants.get(source.name, "")) if source.op == "placeholder" else None
-        if value is None or value.numel() != 1:
-            continue
-        for dtype in reversed(casts):  # innermost cast first, as the graph does
-            value = value.to(dtype)
-        number = value.item()
-        for user in list(node.users):
-            user.args = tuple(number if arg is node else arg for arg in user.args)
-        folded += 1
-    program.graph.eliminate_dead_code()
-    return folded
+def _load_torchscript(path: str, work_dir: Path | None) -> Imported:
+    """TorchScript exported to ONNX (:func:`torchscript.export_onnx`), then imported as ONNX;
+    the route's note comes first."""
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="convdiff-torchscript-") as tmp:
+            return _load_torchscript(path, Path(tmp))
+    onnx_path, note = torchscript.export_onnx(path, work_dir)
+    imported = _load_onnx(str(onnx_path), work_dir)
+    imported.notes.insert(0, note)
+    return imported
 
 
 def _one_line(exc: BaseException) -> str:
