@@ -19,7 +19,7 @@ from typing import Any
 
 from convdiff.ir.align import Alignment, Unmatched
 from convdiff.ir.graph import CanonicalGraph
-from convdiff.ir.segments import FunctionCheck, agrees_after
+from convdiff.ir.segments import FunctionCheck, agrees_after, upstream
 from convdiff.stages.findings import STAGES, Finding
 
 _EPSILON = re.compile(r"batch_norm (\S+) epsilon=(\S+)")
@@ -89,6 +89,62 @@ def near_pairs(ctx: StageContext) -> list[tuple[Unmatched, Unmatched]]:
     return result
 
 
+# the kinds a graph finding may name inside a segment that differs: ops a user can place in
+# their model; reshapes, transposes and arithmetic are how exporters decompose those ops
+STRUCTURAL = (
+    "conv2d", "dense", "pool_max", "pool_avg", "pool_global_avg", "relu", "relu6", "clip",
+    "sigmoid", "tanh", "softmax", "concat", "pad", "resize", "batch_norm", "mean",
+    "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.erf", "relax.nn.silu", "relax.nn.layer_norm",
+    "relax.nn.group_norm", "relax.nn.softmax", "relax.nn.log_softmax",
+)  # fmt: skip
+
+
+def kind(layer: Any) -> str:
+    """A layer's kind for counting: its op, or for an ``other`` layer the Relax op."""
+    return str(layer.attrs.get("tvm_op", layer.op)) if layer.op == "other" else layer.op
+
+
+def differing_segments(ctx: StageContext) -> list[tuple[list[str], list[str]]]:
+    """The layers (A's, B's) of each segment whose function differs, in topological order:
+    where the hyperparams and graph stages look (:mod:`convdiff.ir.segments`)."""
+    check = ctx.function
+    if check is None:
+        return []
+    fed_a = {p.a for p in check.points if p.fed}
+    fed_b = {p.b for p in check.points if p.fed}
+    order_a = {lay.id: i for i, lay in enumerate(ctx.a.layers)}
+    order_b = {lay.id: i for i, lay in enumerate(ctx.b.layers)}
+    found = []
+    for point in check.points:
+        if check.differs(point):
+            seg_a = sorted(upstream(ctx.a, point.a, fed_a), key=order_a.__getitem__)
+            seg_b = sorted(upstream(ctx.b, point.b, fed_b), key=order_b.__getitem__)
+            found.append((seg_a, seg_b))
+    return found
+
+
+def segment_pairs(ctx: StageContext) -> list[tuple[Unmatched, Unmatched]]:
+    """Unmatched layers of one kind, as many in A as in B within a segment that differs,
+    paired in order where their attributes differ (a softmax whose axis changed, which the
+    aligner could not place among an exporter's reshapes): the hyperparams stage compares
+    them, the graph stage leaves them out of its missing/extra list."""
+    un_a = {u.layer: u for u in ctx.alignment.unmatched if u.graph == "a"}
+    un_b = {u.layer: u for u in ctx.alignment.unmatched if u.graph == "b"}
+    result = []
+    for seg_a, seg_b in differing_segments(ctx):
+        for k in dict.fromkeys(kind(ctx.a[lid]) for lid in seg_a if lid in un_a):
+            if k not in STRUCTURAL:
+                continue
+            mine = [lid for lid in seg_a if lid in un_a and kind(ctx.a[lid]) == k]
+            theirs = [lid for lid in seg_b if lid in un_b and kind(ctx.b[lid]) == k]
+            if len(mine) != len(theirs):
+                continue
+            for la, lb in zip(mine, theirs, strict=True):
+                if ctx.a[la].attrs != ctx.b[lb].attrs:
+                    result.append((un_a[la], un_b[lb]))
+    return result
+
+
 def folded_batch_norm(layer: Any) -> tuple[str, float] | None:
     """The id and epsilon of a BatchNorm canonicalization folded into ``layer`` (else None)."""
     for item in layer.folded:
@@ -109,6 +165,10 @@ def _same_family(op_a: str, op_b: str) -> bool:
 
 __all__ = [
     "ACTIVATIONS",
+    "STRUCTURAL",
+    "differing_segments",
+    "kind",
+    "segment_pairs",
     "StageContext",
     "folded_batch_norm",
     "folded_epsilon",

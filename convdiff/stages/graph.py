@@ -18,26 +18,38 @@ plus each layer's activation growth (its divergence against its inputs').
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from convdiff.ir.align import Unmatched
 from convdiff.ir.segments import upstream
-from convdiff.stages import StageContext, hyperparams, near_pairs, weights
+from convdiff.stages import (
+    STRUCTURAL,
+    StageContext,
+    differing_segments,
+    hyperparams,
+    kind,
+    near_pairs,
+    segment_pairs,
+    weights,
+)
 from convdiff.stages.activations import TOLERANCE, first_divergence, growth
 from convdiff.stages.findings import Finding, jsonable
 
 
 def run(ctx: StageContext) -> list[Finding]:
-    explained = {u.layer for pair in near_pairs(ctx) for u in pair}
+    explained = {u.layer for pair in near_pairs(ctx) + segment_pairs(ctx) for u in pair}
+    kept = _structural(ctx)
     a_un = [
         u
         for u in ctx.alignment.unmatched
-        if u.graph == "a" and u.layer not in explained and not ctx.harmless(u.layer, "a")
+        if u.graph == "a" and u.layer not in explained and kept(u)
     ]
     b_un = [
         u
         for u in ctx.alignment.unmatched
-        if u.graph == "b" and u.layer not in explained and not ctx.harmless(u.layer, "b")
+        if u.graph == "b" and u.layer not in explained and kept(u)
     ]
     findings = []
     for ua in list(a_un):
@@ -58,6 +70,7 @@ def run(ctx: StageContext) -> list[Finding]:
                 f"move the target's {ua.op} to follow {_inputs(ctx, 'a', ua)} as in the source",
             )
         )
+    a_un, b_un = _counted(ctx, a_un, b_un)
     for u in a_un:
         findings.append(
             Finding(
@@ -94,6 +107,42 @@ def _harmless_row(ctx: StageContext, finding: Finding) -> bool:
         (p.a for p in ctx.alignment.pairs if ctx.name_a(p.a) == finding.source_layer), None
     )
     return source is not None and ctx.harmless(source)
+
+
+def _structural(ctx: StageContext) -> Callable[[Unmatched], bool]:
+    """Which unmatched layers the graph stage may report. Without a function check, all of
+    them. With one: only those in a segment that differs, of a kind a user places
+    (:data:`convdiff.stages.STRUCTURAL`); the rest is how two exporters decompose one op."""
+    if ctx.function is None:
+        return lambda u: True
+    inside = {"a": set(), "b": set()}
+    for seg_a, seg_b in differing_segments(ctx):
+        inside["a"].update(seg_a)
+        inside["b"].update(seg_b)
+    graphs = {"a": ctx.a, "b": ctx.b}
+    return lambda u: u.layer in inside[u.graph] and kind(graphs[u.graph][u.layer]) in STRUCTURAL
+
+
+def _counted(
+    ctx: StageContext, a_un: list[Unmatched], b_un: list[Unmatched]
+) -> tuple[list[Unmatched], list[Unmatched]]:
+    """With a function check, a missing or extra layer only where its segment holds more of
+    its kind on one side than on the other: the same count is the aligner's confusion."""
+    if ctx.function is None:
+        return a_un, b_un
+    keep_a, keep_b = [], []
+    for seg_a, seg_b in differing_segments(ctx):
+        count_a = Counter(kind(ctx.a[lid]) for lid in seg_a)
+        count_b = Counter(kind(ctx.b[lid]) for lid in seg_b)
+        for u in a_un:
+            k = kind(ctx.a[u.layer])
+            if u.layer in seg_a and count_a[k] > count_b[k]:
+                keep_a.append(u)
+        for u in b_un:
+            k = kind(ctx.b[u.layer])
+            if u.layer in seg_b and count_b[k] > count_a[k]:
+                keep_b.append(u)
+    return list(dict.fromkeys(keep_a)), list(dict.fromkeys(keep_b))
 
 
 def function_findings(ctx: StageContext, structural: list[Finding]) -> list[Finding]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from convdiff.ir.graph import Layer
-from convdiff.stages import StageContext, folded_batch_norm, near_pairs
+from convdiff.stages import StageContext, folded_batch_norm, near_pairs, segment_pairs
 from convdiff.stages.findings import Finding, jsonable
 
 # attributes derived from parameter shapes or layout bookkeeping: not hyperparameters
 SKIP = {"conv2d": {"kernel"}, "dense": {"units"}}
-SKIP_ALL = {"noise", "shape", "spatial_only", "pad_width", "keepdims", "tvm_op"}
+SKIP_ALL = {"noise", "shape", "spatial_only", "pad_width", "keepdims", "tvm_op", "field"}
 BOUNDS = {"relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}
 
 
@@ -37,6 +37,8 @@ def run(ctx: StageContext) -> list[Finding]:
         finding = _activation_finding(ctx, ctx.a[ua.layer], ctx.b[ub.layer])
         if finding is not None:
             findings.append(finding.as_latent() if ctx.harmless(ua.layer) else finding)
+    for ua, ub in segment_pairs(ctx):  # in a segment that differs: not harmless
+        findings.extend(_attr_findings(ctx, ctx.a[ua.layer], ctx.b[ub.layer]))
     return findings
 
 
