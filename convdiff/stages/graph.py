@@ -52,12 +52,15 @@ def run(ctx: StageContext) -> list[Finding]:
         if u.graph == "b" and u.layer not in explained and kept(u)
     ]
     findings = []
+    moved = _order_differs(ctx)
     for ua in list(a_un):
         ub = next((u for u in b_un if _same_layer(ctx, ua, u)), None)
         if ub is None:
             continue
         a_un.remove(ua)
         b_un.remove(ub)
+        if not moved(ua.layer):
+            continue  # the same ops in the same order: the aligner's confusion, not a move
         findings.append(
             Finding(
                 "graph",
@@ -121,6 +124,21 @@ def _structural(ctx: StageContext) -> Callable[[Unmatched], bool]:
         inside["b"].update(seg_b)
     graphs = {"a": ctx.a, "b": ctx.b}
     return lambda u: u.layer in inside[u.graph] and kind(graphs[u.graph][u.layer]) in STRUCTURAL
+
+
+def _order_differs(ctx: StageContext) -> Callable[[str], bool]:
+    """Whether the segment of a source layer orders its user-placed ops otherwise in the
+    target (always, without a function check): a ``reordered`` layer needs that."""
+    if ctx.function is None:
+        return lambda lid: True
+    moved: set[str] = set()
+    for seg_a, seg_b in differing_segments(ctx):
+        order_a = [kind(ctx.a[lid]) for lid in seg_a if kind(ctx.a[lid]) in STRUCTURAL]
+        order_b = [kind(ctx.b[lid]) for lid in seg_b if kind(ctx.b[lid]) in STRUCTURAL]
+        same = {k for k in order_a if order_a.count(k) == order_b.count(k)}  # no extra one
+        if [k for k in order_a if k in same] != [k for k in order_b if k in same]:
+            moved.update(seg_a)
+    return moved.__contains__
 
 
 def _counted(
