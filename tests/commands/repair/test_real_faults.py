@@ -6,9 +6,8 @@ timm's deit_tiny_patch16_224 and convnext_atto (seeded, BN-calibrated random wei
 scales set to one) are exported by torch.onnx's torchscript exporter at opset 17; one fault of
 tests/tiny/onnx_faults.py is injected into a middle node whose edit moves the outputs; repair
 (source: the torch model, all stages) must write a model whose outputs equal the source's at
-float level on the run's images. Until localization aligns the layers of such graphs (anchor
-alignment, being rewritten), these are expected to fail: xfail, not strict, so each one that
-starts passing shows as XPASS.
+float level on the run's images. The layers are paired by their weights (anchors) and the
+fault's segment is found by feeding the target the source's tensors (the function check).
 """
 
 from __future__ import annotations
@@ -71,7 +70,6 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], RunRepor
     return get
 
 
-@pytest.mark.xfail(reason="needs anchor alignment", strict=False)
 @pytest.mark.parametrize(("model", "fault"), CASES, ids=[f"{m[5:]}-{f}" for m, f in CASES])
 def test_repair_restores_the_source_outputs(
     export: Callable[[str], RunReport], pool: WorkerPool, tmp_path: Path, model: str, fault: str
