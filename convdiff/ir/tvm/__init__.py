@@ -1,9 +1,10 @@
 """Child side: import a model into Apache TVM Relax, read its canonical layer graph, run it.
 
 Runs only in a worker of kind ``tvm`` (TVM 0.27; Relay no longer exists). That worker imports
-TVM, onnx, onnxslim, the ``tflite`` flatbuffer package and, for torch files, torch -- never
-TensorFlow or Keras (see :mod:`convdiff.ir` for why torch may share the process and TF may not).
-Every heavy import lives inside a function, so the orchestrator can import these modules.
+TVM, onnx, onnxslim, onnxruntime (run-time Pad widths), the ``tflite`` flatbuffer package and,
+for torch files, torch -- never TensorFlow or Keras (see :mod:`convdiff.ir` for why torch may
+share the process and TF may not). Every heavy import lives inside a function, so the
+orchestrator can import these modules.
 
 - :mod:`~convdiff.ir.tvm.frontends`: a model file -> a Relax module, per framework, with the
   workarounds the frontends need and why; :mod:`~convdiff.ir.tvm.torchscript`: the route

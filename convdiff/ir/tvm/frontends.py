@@ -6,8 +6,12 @@ constants visible in the IR. Each workaround below exists because the frontend, 
 TVM 0.27, refuses or obscures something a converted model really contains:
 
 - onnx: ``relax.frontend.onnx.from_onnx``. Legacy torch exports compute their pads at run time
-  and are refused ("Dynamic pads are not supported yet"); such a model is simplified with
-  onnxslim and imported again, and the graph's ``meta["notes"]`` says so. Constant Pads and
+  and are refused ("Dynamic pads are not supported yet"); such a model's Pad widths are
+  evaluated with onnxruntime and written as constants (:mod:`convdiff.ir.onnx_fold`), or, if
+  TVM still refuses it, the model is simplified with onnxslim; either rewrite is imported only
+  once onnxruntime shows it computes what the file computes (onnxslim 0.1.98 folds
+  open_nsfw's bottom/right edge Pad to the top/left), and the graph's ``meta["notes"]`` says
+  which (:func:`_load_rewritten`). Constant Pads and
   constant Gathers are imported as the other frontends import them (:func:`_load_onnx`).
   TVM refuses ``ConvInteger`` (onnxruntime's ``quantize_dynamic``) and imports QDQ pairs as
   quantize/dequantize ops the float source has not: a file with quantized ops is always
@@ -107,13 +111,57 @@ def _load_onnx(path: str, work_dir: Path) -> Imported:
         )
     try:
         return Imported(_from_onnx(model), notes, quant_npz=quant_npz, twin=twin)
-    except Exception as exc:  # the frontend's refusal; onnxslim often removes its cause
-        import onnxslim
-
+    except Exception as exc:  # the frontend's refusal: run-time Pad widths, most often
         first = f"{type(exc).__name__}: {_one_line(exc)}"
-        mod = _from_onnx(onnxslim.slim(model))
-        notes.append(f"onnx frontend refused the file ({first}); imported after onnxslim")
-        return Imported(mod, notes, quant_npz=quant_npz, twin=twin)
+    mod, note = _load_rewritten(model, first)
+    notes.append(note)
+    return Imported(mod, notes, quant_npz=quant_npz, twin=twin)
+
+
+def _load_rewritten(model: Any, refusal: str) -> tuple[Any, str]:
+    """A file TVM refused (``refusal``), imported from a rewrite that computes what it computes
+    (:mod:`convdiff.ir.onnx_fold`), and the note that says which: its run-time Pad widths
+    evaluated by onnxruntime, else onnxslim's simplification. Each rewrite is checked against
+    the file on onnxruntime first, since onnxslim can fold a Pad's widths wrong (open_nsfw's
+    edge Pad to the top/left instead of the bottom/right); one that departs from the file is
+    refused: importing it would localize onnxslim's fault, not the converter's."""
+    import onnxslim
+
+    from convdiff.ir import onnx_fold  # imports onnx: inside the worker only
+
+    folded, pads = onnx_fold.fold_runtime_pads(model)
+    if pads:
+        widths = "; ".join(f"{name} {value}" for name, value in pads.items())
+        how = f"with its run-time Pad widths evaluated by onnxruntime ({widths})"
+        try:
+            mod = _from_onnx(folded)
+        except Exception:  # refused for another cause too: onnxslim may remove it
+            mod = None
+        if mod is not None:
+            return mod, _checked(model, folded, refusal, how)
+    slimmed = onnxslim.slim(folded)
+    note = _checked(model, slimmed, refusal, "after onnxslim")
+    return _from_onnx(slimmed), note
+
+
+def _checked(original: Any, rewritten: Any, refusal: str, how: str) -> str:
+    """The note for importing ``rewritten`` in the place of ``original`` ``how``, once
+    onnxruntime shows that it computes what the original computes on a random input (a
+    RuntimeError when it does not); the note says so when onnxruntime cannot run them."""
+    from convdiff.ir import onnx_fold
+
+    note = f"onnx frontend refused the file ({refusal}); imported {how}"
+    try:
+        differs = onnx_fold.max_difference(original, rewritten)
+    except Exception as exc:  # onnxruntime refuses them too: import unchecked, and say so
+        return f"{note} (not checked on onnxruntime: {type(exc).__name__}: {_one_line(exc)[:200]})"
+    if differs > onnx_fold.TOLERANCE:
+        raise RuntimeError(
+            f"onnx frontend refused the file ({refusal}); the rewrite to import {how} computes "
+            f"otherwise on onnxruntime (max|diff| {differs:.3g} of 1 + max|y| on a random input): "
+            "not imported"
+        )
+    return f"{note} (onnxruntime: max|diff| {differs:.2g} from the file on a random input)"
 
 
 def _from_onnx(model: Any) -> Any:
