@@ -46,6 +46,9 @@ class FunctionCheck:
     skipped: dict[str, str] = field(default_factory=dict)  # raw target tensor -> why not fed
 
     relaxed: dict[str, float] = field(default_factory=dict)  # point.b -> its own tolerance
+    consumers: dict[Any, dict[str, list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )  # a cache of consumers_of per graph (agrees_after)
 
     def tolerance_at(self, point: Point) -> float:
         return self.relaxed.get(point.b, self.tolerance)
@@ -115,13 +118,25 @@ def points(a: CanonicalGraph, b: CanonicalGraph, alignment: Alignment) -> list[P
     return sorted(found.values(), key=lambda p: order.get(p.a, len(order)))
 
 
-def downstream(g: CanonicalGraph, layer_id: str, stops: set[str]) -> set[str]:
-    """The layers of ``stops`` that ``layer_id``'s output reaches without passing another
-    one of them (itself included when it is one): the points whose values it can change."""
+def consumers_of(g: CanonicalGraph) -> dict[str, list[str]]:
+    """Layer id -> the ids of the layers that read it."""
     consumers: dict[str, list[str]] = {}
     for layer in g.layers:
         for i in layer.inputs:
             consumers.setdefault(i, []).append(layer.id)
+    return consumers
+
+
+def downstream(
+    g: CanonicalGraph,
+    layer_id: str,
+    stops: set[str],
+    consumers: dict[str, list[str]] | None = None,
+) -> set[str]:
+    """The layers of ``stops`` that ``layer_id``'s output reaches without passing another
+    one of them (itself included when it is one): the points whose values it can change.
+    ``consumers``: :func:`consumers_of` ``g``, when the caller asks many times."""
+    consumers = consumers_of(g) if consumers is None else consumers
     found, seen, todo = set(), {layer_id}, [layer_id]
     while todo:
         lid = todo.pop()
@@ -157,7 +172,10 @@ def agrees_after(check: FunctionCheck | None, g: CanonicalGraph, layer_id: str, 
     if check is None:
         return False
     by_layer = {(p.a if side == "a" else p.b): p for p in check.points if p.b in check.divergence}
-    reached = downstream(g, layer_id, set(by_layer))
+    key = (side, id(g), len(g.layers))  # one index per graph a stage asks about
+    if key not in check.consumers:
+        check.consumers[key] = consumers_of(g)
+    reached = downstream(g, layer_id, set(by_layer), check.consumers[key])
     if not reached:
         return False
     return not any(check.differs(by_layer[lid]) for lid in reached)
