@@ -16,7 +16,9 @@ import pytest
 from onnx import helper
 
 from convdiff.commands.localize.flow import GRAPH_STAGES, LocalizeConfig, localize
+from convdiff.commands.localize.from_files import weights_from_files
 from convdiff.core.progress import Progress
+from convdiff.inputs.source import resolve_source
 from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import _array, _node, _set_array
 from tests.tiny.onnx_models import save_graph
@@ -147,3 +149,24 @@ def test_a_torch_source_against_an_onnx_target_tvm_refuses(
         assert report.error.startswith(REFUSED.format(target.name)) and report.exit_code == 2
         found = [(f.stage, f.kind, f.source_layer, f.target_layer) for f in report.findings]
         assert found == expected
+
+
+@pytest.mark.workers
+def test_keras_and_tflite_files_are_read_in_canonical_layouts(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], dynamic_range_tflite: str, tmp_path: Path
+) -> None:
+    """A Keras model (HWIO kernels, read in the tf worker) against its dynamic-range TFLite
+    conversion (OHWI int8 filter, dequantized): conv kernel, conv bias and dense kernel pair
+    in agreeing layouts, and the dense kernel (float in both, [in, out] vs [out, in] in the
+    files) is equal. The conv's kernel and bias differ by more than int8 rounding: the
+    TFLiteConverter folded the BatchNorm into them, which tensors alone cannot undo (the
+    limit the note states)."""
+    source = resolve_source(keras_cnn_q["keras"], None)
+    target = resolve_source(dynamic_range_tflite, None)
+    findings, note = weights_from_files(pool, source, target, tmp_path)
+    assert note.startswith(
+        "3 of the source's 8 float tensors paired by content with the target's 4 and compared;"
+    ), note
+    assert "transposed to the source's layout" not in note, note
+    found = [(f.kind, f.source_layer) for f in findings]
+    assert found == [("value", "conv/kernel"), ("value", "conv/bias")]
