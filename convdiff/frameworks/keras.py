@@ -58,6 +58,21 @@ def predict(model: Any, batch: np.ndarray) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(outputs))
 
 
+def file_weights(path: str, out_npz: str) -> list[str]:
+    """Task: every weight of a Keras model (``model.weights``, named by variable path such as
+    ``conv/kernel``), as Keras stores them, to ``out_npz``; returns the names in order. For the
+    weights stage when TVM cannot import a model (:mod:`convdiff.ir.file_weights`)."""
+    model = load(path)
+    arrays: dict[str, np.ndarray] = {}
+    for variable in model.weights:
+        name = getattr(variable, "path", None) or variable.name
+        value = np.asarray(variable.numpy())
+        if np.issubdtype(value.dtype, np.floating):
+            arrays.setdefault(name, value.astype(np.float32))
+    np.savez(out_npz, **arrays)
+    return list(arrays)
+
+
 def _dims(shape: Any) -> list[int | None]:
     return [None if d is None else int(d) for d in shape]
 

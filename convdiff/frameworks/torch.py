@@ -159,6 +159,26 @@ def save(module: Any, path: str, example_input_shape: list[int | None]) -> dict[
     }
 
 
+def file_weights(path: str, out_npz: str) -> list[str]:
+    """Task: the float parameter and buffer tensors of a model file, in the program's order
+    (state dict, then constants; a TorchScript or pickled module's state dict), to ``out_npz``
+    keyed by name; returns the names in order. For the weights stage when TVM cannot import a
+    model (:mod:`convdiff.ir.file_weights`); the file loads as :func:`load` loads it."""
+    model = load(path)
+    if model.program is not None:
+        items = {**model.program.state_dict, **model.program.constants}
+    else:
+        items = dict(model.module.state_dict())
+    arrays = {}
+    for name, value in items.items():
+        tensor = getattr(value, "detach", None)
+        if tensor is None or not value.is_floating_point():
+            continue  # a custom object, or an integer buffer (BatchNorm's step count)
+        arrays[name] = tensor().float().cpu().numpy()
+    np.savez(out_npz, **arrays)
+    return list(arrays)
+
+
 # -- internals -----------------------------------------------------------------------------
 
 

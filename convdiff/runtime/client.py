@@ -187,6 +187,20 @@ def run_tvm_forced(
     )
 
 
+def file_weights(
+    pool: WorkerPool, framework: str, path: str | Path, out_npz: str | Path
+) -> TaskOutcome:
+    """A torch or Keras model file's float weights to ``out_npz``, read in its framework's
+    worker; the value lists their names in file order (:mod:`convdiff.ir.file_weights`)."""
+    info = framework_info(framework)
+    return pool.call(
+        info.worker,
+        f"{info.module}:file_weights",
+        path=str(path),
+        out_npz=str(out_npz),
+    )
+
+
 def torch_file_ops(pool: WorkerPool, path: str | Path) -> TaskOutcome:
     """``[kind, name, index]`` of each node of a torch.export program TVM makes a layer of."""
     return pool.call("torch", f"{APPLIER_TASKS['torch'][1]}:file_ops", path=str(path))
@@ -238,6 +252,7 @@ __all__ = [
     "apply_edits",
     "build",
     "convert",
+    "file_weights",
     "import_graph",
     "infer",
     "keras_layer_classes",

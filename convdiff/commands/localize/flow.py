@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 import convdiff
+from convdiff.commands.localize.from_files import weights_from_files
 from convdiff.commands.localize.imports import import_via_pool, keras_route, layer_names
 from convdiff.commands.localize.render import summary, to_markdown
 from convdiff.commands.localize.runs import (
@@ -238,12 +239,22 @@ def _function_check(evidence: dict[str, Any], report: LocalizeReport) -> Functio
 
 def _without_graphs(job: _Job, inputs: Inputs | None) -> LocalizeReport:
     """A model TVM cannot import: the stages that judge runs, not graphs (inputs, tools) still
-    run; the others are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
+    run, and the weights stage on the tensors of both files (:mod:`.from_files`); the others
+    are reported as not run, with TVM's refusal (``report.error``, exit 2)."""
     report, config, pool, progress = job.report, job.config, job.pool, job.progress
     source, target, out, chain = job.source, job.target, job.out, job.chain
+    refused = report.error.split(":")[0]
+    from_files: list[Finding] = []
     for stage in report.stages:
-        if stage in GRAPH_STAGES:
-            report.notes.append(f"{stage}: not run ({report.error.split(':')[0]})")
+        if stage == "weights":  # the files hold the weights: the stage needs no graph
+            with progress.step("stage weights (tensors read from the model files)"):
+                from_files, how = weights_from_files(pool, source, target, out / "ir" / "files")
+            report.notes.append(
+                f"weights: read from the model files because {refused}; hyperparams and "
+                f"graph were not run ({how})"
+            )
+        elif stage in GRAPH_STAGES:
+            report.notes.append(f"{stage}: not run ({refused})")
     wanted = [s for s in report.stages if s in RUN_STAGES]
     if wanted:
         assert inputs is not None  # resolved whenever RUN_STAGES are selected
@@ -252,6 +263,7 @@ def _without_graphs(job: _Job, inputs: Inputs | None) -> LocalizeReport:
         ctx = StageContext(CanonicalGraph([], [], []), CanonicalGraph([], [], []), Alignment())
         ctx.evidence = report.runs
         _run_stages(report, wanted, ctx, progress)
+    report.findings = ordered([*report.findings, *from_files])
     _save(report, out)
     return report
 

@@ -154,7 +154,8 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     other_task = tiny_classifier(tmp_path / "wide.onnx", size=16, classes=3)
     with pytest.raises(ConvdiffError, match=r"do different tasks \(outputs of \[10\] vs \[3\]"):
         _localize(pool, base, other_task, tmp_path / "b")
-    # TVM cannot import the target: the stages that only run the models still report
+    # TVM cannot import the target: the stages that only run the models still report, and
+    # the weights stage reads the files (an unrelated lp.onnx: nothing pairs, nothing found)
     lp = _lp_norm_model(tmp_path / "lp.onnx")
     report = _localize(pool, base, lp, tmp_path / "c", stages=STAGES, preprocess="imagenet")
     assert report.error.startswith(
@@ -165,8 +166,13 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     )
     assert report.exit_code == 2
     assert report.notes[:3] == [
-        f"{stage}: not run (TVM cannot import the target lp.onnx)"
-        for stage in ("weights", "hyperparams", "graph")
+        "weights: read from the model files because TVM cannot import the target lp.onnx; "
+        "hyperparams and graph were not run (0 of the source's 12 float tensors paired by "
+        "content with the target's 1 and compared; tensors under 8 values are not compared, "
+        "and BatchNorm is not folded (a per-channel scale of a conv may be a BatchNorm the "
+        "converter folded into it))",
+        "hyperparams: not run (TVM cannot import the target lp.onnx)",
+        "graph: not run (TVM cannot import the target lp.onnx)",
     ]
     assert sorted(report.runs) == ["inputs", "tools"]
     assert report.runs["inputs"]["same_tensors"]["images"] == 16
