@@ -230,6 +230,16 @@ def localize(
     }
 
 
+def recount(results: list[dict[str, Any]], out: Path) -> None:
+    """Count the clean findings again from the localizations' report.json files under
+    ``out`` (a results file written before a change of :func:`counts`)."""
+    for r in results:
+        arch = Arch(r["family"], r["model"], r["framework"])
+        report = out / "localize" / slug(arch) / r["conversion"] / "clean" / "report.json"
+        if "clean" in r and report.exists():
+            r["clean"]["counts"] = counts(json.loads(report.read_text()).get("findings", []))
+
+
 def prune(folder: Path) -> None:
     """Drop a localization's tensors (activations under runs/, graph weights under ir/: up to
     1 GB for a small transformer), keeping its reports, graphs and alignment."""
@@ -239,13 +249,14 @@ def prune(folder: Path) -> None:
 
 
 def counts(findings: list[dict[str, Any]]) -> dict[str, int]:
-    """Faults per graph stage; weight precision findings apart (expected on quantized files)."""
-    found = {stage: 0 for stage in GRAPH_STAGES} | {"precision": 0}
+    """Faults per graph stage; weight precision findings apart (expected on quantized files),
+    and latent differences apart (no fault: the function check proved their segment equal)."""
+    found = {stage: 0 for stage in GRAPH_STAGES} | {"precision": 0, "latent": 0}
     for f in findings:
         if f["kind"] == "agreement" or f["stage"] not in GRAPH_STAGES:
             continue
         key = "precision" if (f["stage"], f["kind"]) == ("weights", "precision") else f["stage"]
-        found[key] += 1
+        found["latent" if f.get("evidence", {}).get("latent") else key] += 1
     return found
 
 
@@ -394,20 +405,21 @@ def table(results: list[dict[str, Any]], faults: list[str]) -> str:
     cannot import or layers it cannot pair; crash: exit 3, a stage crashed); a note says why
     localize stopped."""
     short = [f.replace("_", " ") for f in faults]
-    head = "| family | model | conversion | W | H | G | precision | localize s | exit |"
+    head = "| family | model | conversion | W | H | G | precision | latent | localize s | exit |"
     lines = [head + "".join(f" {s} |" for s in short) + " note |"]
-    lines.append("|---" * (10 + len(faults)) + "|")
+    lines.append("|---" * (11 + len(faults)) + "|")
     for r in results:
         row = f"| {r['family']} | {r['model']} | {r['conversion']} |"
         if "clean" not in r:
             note = cell(f"conversion failed: {r['convert'].get('crash', '')}")
-            lines.append(row + " |" * (6 + len(faults)) + f" {note} |")
+            lines.append(row + " |" * (7 + len(faults)) + f" {note} |")
             continue
         c, clean = r["clean"]["counts"], r["clean"]
         if clean["exit"] in (0, 1):
             row += f" {c['weights']} | {c['hyperparams']} | {c['graph']} | {c['precision']} |"
+            row += f" {c.get('latent', 0)} |"
         else:  # localize stopped: no count means anything
-            row += " n/a |" * 4
+            row += " n/a |" * 5
         row += f" {clean['localize_s']:.1f} | {clean['exit']} |"
         for fault in faults:
             got = r.get("faults", {}).get(fault)
@@ -424,7 +436,8 @@ def table(results: list[dict[str, Any]], faults: list[str]) -> str:
     lines += [
         "",
         f"{len(results)} conversions, {len(finished)} localized to the end; of those, "
-        f"{zero} without a weights/hyperparams/graph finding (precision apart). Faults named "
+        f"{zero} without a weights/hyperparams/graph fault (precision and latent apart). Faults "
+        "named "
         f"at their stage and layer: {sum(named)} of {len(named)} injected.",
     ]
     return "\n".join(lines)
@@ -472,6 +485,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         data = json.loads(Path(args.render).read_text())
+        recount(data["results"], Path(args.render).resolve().parent)
         print(table(data["results"], data["faults"]))
         return
     unknown = set(args.conversions.split(",") if args.conversions else []) - set(CONVERSIONS)
