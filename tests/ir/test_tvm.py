@@ -518,3 +518,16 @@ def test_the_tvm_modules_import_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.workers
+def test_a_match_cast_binding_is_read_and_fed_like_any_other(pool: WorkerPool) -> None:
+    """TVM's ONNX frontend binds a reshape to a computed shape by MatchCast (timm convnext's
+    dynamo export): it is a layer like any other, and the function check feeds past it."""
+    outcome = pool.call("tvm", "tests.tiny.worker_funcs:match_cast_module_layers")
+    assert outcome, outcome.message
+    assert outcome.value == {
+        "ops": ["input", "relu", "reshape", "add"],
+        "measured": [0.0, 2.0, 0.0, 4.0],  # relu computed from x, as the module does
+        "output": [6.0, 7.0, 8.0, 9.0],  # the add reads the fed tensor, not its own relu
+    }

@@ -115,11 +115,9 @@ def _force(
 
     plain = relax.transform.ToNonDataflow()(mod)
     original, extractor = Extractor(mod), Extractor(plain)
-    ids_before = [layer.id for layer in original.run({}).layers]
-    ids_after = [layer.id for layer in extractor.run({}).layers]
-    if ids_before != ids_after:
-        raise ValueError("layer ids changed under ToNonDataflow; nothing can be fed")
-    tensors = extractor.graph.tensors
+    tensors = _tensors_by_original_id(original, extractor)
+    if tensors is None:
+        raise ValueError("layers changed under ToNonDataflow; nothing can be fed")
     skipped: dict[str, str] = {}
     fed: list[Exposed] = []
     for lid, size in forced.items():
@@ -157,6 +155,23 @@ def _force(
     body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, relax.Tuple(fields)))
     plain["main"] = relax.Function(list(func.params) + params, body, None, func.is_pure, func.attrs)
     return plain, fed, out, skipped
+
+
+def _tensors_by_original_id(
+    original: Extractor, plain: Extractor
+) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+    """The (var, perm) of each layer of the ToNonDataflow'd module, under the ids the original
+    module's layers have (the ids import_graph wrote): the two walks give the same layers in
+    the same order, though a var may be renamed (a MatchCast's becomes the output's ``gv``).
+    None when the layers themselves differ."""
+    before = original.run({}).layers
+    after = plain.run({}).layers
+    if [lay.op for lay in before] != [lay.op for lay in after]:
+        return None
+    tensors = plain.graph.tensors
+    return {
+        old.id: tensors[new.id] for old, new in zip(before, after, strict=True) if new.id in tensors
+    }
 
 
 def _holds(shape: list[int], size: int) -> bool:
@@ -225,11 +240,9 @@ def _expose(mod: Any, layers: list[str]) -> tuple[Any, list[Exposed], dict[str, 
 
     plain = relax.transform.ToNonDataflow()(mod)
     original, extractor = Extractor(mod), Extractor(plain)
-    ids_before = [layer.id for layer in original.run({}).layers]
-    ids_after = [layer.id for layer in extractor.run({}).layers]
-    if ids_before != ids_after:
-        return mod, [], {"error": "layer ids changed under ToNonDataflow; no activations"}
-    tensors = extractor.graph.tensors
+    tensors = _tensors_by_original_id(original, extractor)
+    if tensors is None:
+        return mod, [], {"error": "layers changed under ToNonDataflow; no activations"}
     exposed = [(lid, *tensors[lid]) for lid in layers if lid in tensors]
     missing = [lid for lid in layers if lid not in tensors]
     func = plain["main"]

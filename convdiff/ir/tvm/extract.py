@@ -57,7 +57,8 @@ class Extractor:
         bindings = [b for block in self.func.body.blocks for b in block.bindings]
         inputs = [self._input(param, bindings) for param in self.func.params]
         for binding in bindings:
-            if not isinstance(binding, relax.VarBinding):
+            # a MatchCast binds its value as a VarBinding does, a shape asserted on top
+            if not isinstance(binding, relax.VarBinding | relax.MatchCast):
                 raise ValueError(f"unsupported binding {type(binding).__name__}")
             self.env[binding.var] = self._bind(binding.var, binding.value)
         result = self._resolve(self.func.body.body)
