@@ -50,6 +50,10 @@ ONNX_KINDS = {
     "Resize": "resize",
     "Pad": "pad",
     "LayerNormalization": "layer_norm",
+    "Erf": "erf",  # a GELU as the torchscript exporter writes it
+    "Gelu": "gelu",
+    "HardSwish": "clip",  # TVM writes x * clip(x + 3, 0, 6) / 6: one clip per node
+    "HardSigmoid": "clip",
     # quantized ops: the float twin TVM imports has their float op in their place
     # (convdiff.ir.onnx_quant), so they name the layers of that op's kind
     "ConvInteger": "conv2d",
@@ -64,7 +68,11 @@ ONNX_KINDS = {
     "QLinearConcat": "concat",
 }
 ONNX_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3}  # else input 1
-OTHER_KINDS = {"relax.nn.layer_norm": "layer_norm"}  # ops without a canonical kind, named
+OTHER_KINDS = {
+    "relax.nn.layer_norm": "layer_norm",
+    "relax.erf": "erf",
+    "relax.nn.gelu": "gelu",
+}  # ops without a canonical kind, named
 TFLITE_KINDS = {
     "CONV_2D": "conv2d",
     "DEPTHWISE_CONV_2D": "conv2d",
