@@ -46,7 +46,11 @@ def graph_of(tensors: Tensors, framework: str, path: str | Path) -> CanonicalGra
     """One layer per tensor, in file order, chained so that the graph is valid."""
     layers = [Layer(INPUT_ID, "input")]
     seen: set[str] = set()
-    for i, (tensor_name, array) in enumerate(tensors):
+    for i, (raw_name, array) in enumerate(tensors):
+        # a damaged file may hold a name that is no UTF-8 (protobuf hands it over as bytes)
+        tensor_name = (
+            raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else str(raw_name)
+        )
         name = tensor_name if tensor_name not in seen else f"{tensor_name}#{i}"  # names repeat
         seen.add(name)
         op = {4: "conv2d", 2: "dense"}.get(array.ndim, "other")

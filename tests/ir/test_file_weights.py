@@ -100,3 +100,11 @@ def test_onnx_constant_nodes_count_as_tensors(tmp_path: Path) -> None:
     path = save_graph(tmp_path / "c.onnx", [const, gemm], "c", [1, 8], "y", [1, 4], {})
     [(name, value)] = file_weights.onnx_tensors(path)
     assert name == "wc" and np.array_equal(value, w)
+
+
+def test_a_name_that_is_no_utf8_becomes_text() -> None:
+    """A damaged ONNX file's initializer name reaches us as bytes (the fuzz test found one):
+    the layer id is text, so the report stays JSON."""
+    weight = np.ones((2, 2), np.float32)
+    graph = file_weights.graph_of([(b"\x80onv_w", weight), ("fc", weight)], "onnx", "m.onnx")
+    assert [lay.id for lay in graph.layers[1:]] == ["\ufffdonv_w", "fc"]
