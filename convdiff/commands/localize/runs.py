@@ -38,7 +38,7 @@ from convdiff.stages.findings import jsonable
 
 RUN_STAGES = ("inputs", "tools")  # the stages that run the models (on images)
 MAX_ACTIVATION_IMAGES = 4  # disagreeing images whose activations are compared
-MAX_FUNCTION_IMAGES = 2  # images the target's segments run on (one TVM call per image)
+MAX_FUNCTION_IMAGES = 1  # images the target's segments run on (the first disagreeing one)
 MAX_TVM_IMAGES = 4  # images TVM runs for the tools stage (the activation images among them)
 TVM_RUNTIMES = ("onnx", "tflite", "torch")  # frameworks TVM has a frontend for
 
@@ -199,7 +199,9 @@ def measure_runs(
         if measure and act is not None:
             act["target"] = _activation_outcome(outcome if act_outcome is None else act_outcome)
         seen = chosen or (tvm_images[:MAX_FUNCTION_IMAGES] if function_points else [])
-        wanted_a = tuple(dict.fromkeys([*sides[0].layers, *(p.tensor_a for p in function_points)]))
+        # the aligned layers' tensors only for the first-divergence check (disagreeing images)
+        aligned = sides[0].layers if measure else ()
+        wanted_a = tuple(dict.fromkeys([*aligned, *(p.tensor_a for p in function_points or [])]))
         with progress.step("running the source on TVM (llvm) for its activations"):
             source_run = _run_tvm(
                 pool, sides[0].framework, sides[0].path, runs, "source", spec.layout,

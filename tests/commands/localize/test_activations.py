@@ -110,7 +110,7 @@ def test_models_that_agree_get_no_divergence_and_a_clear_note(
         [*RUNS, *FUNCTION, "y-source-tvm.npz"]
     )
     function = report.runs["function"]
-    assert function["images"] == ["astronaut.png", "brick.png"]
+    assert function["images"] == ["astronaut.png"]
     assert [p["divergence"] for p in function["points"]] == [0.0] * len(function["points"])
     assert f"- note: graph: {note}" in (tmp_path / "out" / "report.md").read_text()
 
