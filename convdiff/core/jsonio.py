@@ -31,6 +31,13 @@ def from_dict(cls: type, data: Any) -> Any:
     return _build(cls, data)
 
 
+def _text(value: Any) -> str:
+    """Bytes a damaged model file gave as a name, as text; anything else is a bug to see."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 class JsonResult:
     """Mixin for result dataclasses: JSON out and back in, with the same types."""
 
@@ -38,7 +45,7 @@ class JsonResult:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, default=_text)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

@@ -3,8 +3,11 @@ same dataclasses (nested records, findings, typed follow-up summaries included).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+
+import pytest
 
 from convdiff.commands.check.types import CheckResult, EntryResult
 from convdiff.commands.localize.types import LocalizeReport
@@ -19,6 +22,7 @@ from convdiff.commands.run.types import (
     RunReport,
 )
 from convdiff.commands.table.types import Cell, CellCrash, ModelBlock, TableReport
+from convdiff.core.jsonio import JsonResult
 from convdiff.metrics import Disagreement, PairMetrics
 from convdiff.stages.findings import Finding
 
@@ -94,3 +98,13 @@ def test_write_is_atomic_json_with_a_newline(tmp_path: Path) -> None:
     text = (tmp_path / "report.json").read_text()
     assert text.endswith("}\n") and json.loads(text)["model"] == "m"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_bytes_a_damaged_file_gave_as_a_name_are_written_as_text() -> None:
+    @dataclasses.dataclass
+    class Named(JsonResult):
+        layer: object
+
+    assert json.loads(Named(b"\x80onv_w").to_json()) == {"layer": "\ufffdonv_w"}
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        Named({1}).to_json()
