@@ -263,8 +263,13 @@ def test_killed_table_resumes(models: tuple[Path, Path], tmp_path: Path, sig) ->
         time.sleep(0.05)
     os.killpg(proc.pid, sig)
     _, stderr = proc.communicate(timeout=120)
-    assert [c for c in cells if final(out / "cells" / c / "report.json")] == cells[:1]
-    if sig == signal.SIGINT:
+    done = [c for c in cells if final(out / "cells" / c / "report.json")]
+    assert done[:1] == cells[:1]
+    # a test process starved of CPU (CI runs the slow tier beside) may poll only after the
+    # second cell finished too: then the table may have ended, and the rerun reuses both
+    if len(done) == 2:
+        assert proc.returncode in (0, 3, -signal.SIGKILL)
+    elif sig == signal.SIGINT:
         assert proc.returncode == 3
         assert stderr.decode().splitlines()[-1] == (
             "error: interrupted; the partial report is kept in the run folder"
@@ -274,14 +279,15 @@ def test_killed_table_resumes(models: tuple[Path, Path], tmp_path: Path, sig) ->
         assert [c.status for c in partial.cells] == ["ok", "incomplete"]
     else:
         assert proc.returncode == -signal.SIGKILL
+    if sig == signal.SIGKILL:
         deadline = time.monotonic() + 120  # orphaned workers finish their task, see EOF, exit
         while _holders(out) and time.monotonic() < deadline:
             time.sleep(0.2)
     result = CliRunner().invoke(cli, table_args(models[:1], out, "--jobs", "1"))
     assert result.exit_code == 0, result.stderr
     table = read_table(out)
-    assert table.status == "complete" and table.reused == cells[:1]
-    assert [(c.status, c.reused) for c in table.cells] == [("ok", True), ("ok", False)]
+    assert table.status == "complete" and table.reused == done
+    assert [(c.status, c.reused) for c in table.cells] == [("ok", True), ("ok", len(done) == 2)]
     assert result.stderr.splitlines()[0].endswith("(reused)")
 
 
