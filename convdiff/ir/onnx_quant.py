@@ -36,6 +36,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from convdiff.ir.tflite_quant import dequantize
+
 # quantized op -> (float op, weight input, weight scale input, weight zero point input)
 # ConvInteger / MatMulInteger carry no weight scale: it is in the Mul that follows them
 QUANT_OPS: dict[str, tuple[str, int, int | None, int]] = {
@@ -112,18 +114,6 @@ class QuantReport:
         np.savez(npz_path, **arrays)
         Path(npz_path).with_suffix(".json").write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return Path(npz_path)
-
-
-def dequantize(q: np.ndarray, scales: Any, zero_points: Any, axis: int) -> np.ndarray:
-    """``(q - zero_point) * scale`` in float32; several scales run along ``axis``."""
-    scale = np.asarray(scales, dtype=np.float64).reshape(-1)
-    zero = np.asarray(zero_points, dtype=np.float64).reshape(-1)
-    if scale.size > 1 and q.ndim:
-        shape = [1] * q.ndim
-        shape[axis] = scale.size
-        scale = scale.reshape(shape)
-        zero = zero.reshape(shape) if zero.size > 1 else zero
-    return ((q.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
 # -- reading --------------------------------------------------------------------------------

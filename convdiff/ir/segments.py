@@ -49,6 +49,9 @@ class FunctionCheck:
     consumers: dict[Any, dict[str, list[str]]] = field(
         default_factory=dict, repr=False, compare=False
     )  # a cache of consumers_of per graph (agrees_after)
+    segments: list[tuple[list[str], list[str]]] | None = field(
+        default=None, repr=False, compare=False
+    )  # a cache of the differing segments' layers (convdiff.stages.differing_segments)
 
     def tolerance_at(self, point: Point) -> float:
         return self.relaxed.get(point.b, self.tolerance)

@@ -26,6 +26,19 @@ import numpy as np
 _INT_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32}
 
 
+def dequantize(q: np.ndarray, scales: Any, zero_points: Any, axis: int) -> np.ndarray:
+    """``(q - zero_point) * scale`` in float32; several scales run along ``axis`` (TFLite's
+    quantized dimension, ONNX's axis): one rule for both formats' integer tensors."""
+    scale = np.asarray(scales, dtype=np.float64).reshape(-1)
+    zero = np.asarray(zero_points, dtype=np.float64).reshape(-1)
+    if scale.size > 1 and q.ndim:
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero = zero.reshape(shape) if zero.size > 1 else zero
+    return ((q.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
 @dataclass
 class QuantTensor:
     """One constant tensor stored quantized in the file."""
@@ -43,14 +56,7 @@ class QuantTensor:
     def dequantized(self) -> np.ndarray:
         """``(q - zero_point) * scale`` in float32, per channel when there are several scales."""
         assert self.values is not None
-        q = self.values.astype(np.float64)
-        scale = np.asarray(self.scales, dtype=np.float64)
-        zero = np.asarray(self.zero_points, dtype=np.float64)
-        if scale.size > 1:
-            shape = [1] * q.ndim
-            shape[self.quantized_dimension] = scale.size
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return ((q - zero) * scale).astype(np.float32)
+        return dequantize(self.values, self.scales, self.zero_points, self.quantized_dimension)
 
     def step(self) -> np.ndarray:
         """One quantization step per element (the scale broadcast over the tensor)."""

@@ -110,6 +110,14 @@ def differing_segments(ctx: StageContext) -> list[tuple[list[str], list[str]]]:
     check = ctx.function
     if check is None:
         return []
+    if check.segments is None:  # the hyperparams and graph stages ask several times
+        check.segments = _differing_segments(ctx, check)
+    return check.segments
+
+
+def _differing_segments(
+    ctx: StageContext, check: FunctionCheck
+) -> list[tuple[list[str], list[str]]]:
     fed_a = {p.a for p in check.points if p.fed}
     fed_b = {p.b for p in check.points if p.fed}
     order_a = {lay.id: i for i, lay in enumerate(ctx.a.layers)}
