@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import click
 
-from convdiff.cli import check, localize, patch, run, table
+from convdiff.cli import check, env, localize, patch, run, table
 from convdiff.core.errors import ConvdiffError
 from convdiff.runtime.pool import WorkerPool
 
@@ -82,6 +82,7 @@ cli.add_command(table.command)
 cli.add_command(localize.localize)
 cli.add_command(localize.repair)
 cli.add_command(patch.group)
+cli.add_command(env.group)
 
 
 def _guarded(invoke, debug: bool) -> int:

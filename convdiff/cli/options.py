@@ -13,6 +13,11 @@ import click
 from convdiff.core.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TIMEOUT,
+    ORT_QUANTS,
+    TFLITE_IO,
+    TFLITE_OPTS,
+    TORCH_EXPORTERS,
+    ConvertOptions,
     ImageOptions,
     PreprocessOptions,
 )
@@ -140,6 +145,73 @@ def preprocessing(options: dict[str, Any]) -> dict[str, Any]:
     return asdict(group)
 
 
+def converter_options(command: Callable) -> Callable:
+    """The converter options of run (and of a table's columns): one place, one spelling."""
+    for decorator in reversed(
+        (
+            click.option(
+                "--tflite-opt",
+                type=click.Choice(TFLITE_OPTS),
+                default="none",
+                show_default=True,
+                help="TFLiteConverter optimization (dynamic-range is the published study's "
+                "setting; int8 = full-integer, calibrated on the run's images).",
+            ),
+            click.option(
+                "--tflite-io",
+                type=click.Choice(TFLITE_IO),
+                default="float",
+                show_default=True,
+                help="Input and output type of a full-integer (--tflite-opt int8) model.",
+            ),
+            click.option(
+                "--ort-quant",
+                type=click.Choice(ORT_QUANTS),
+                default="none",
+                show_default=True,
+                help="Quantize the ONNX target with onnxruntime (static-qdq calibrates on the "
+                "run's images).",
+            ),
+            click.option("--opset", type=click.IntRange(7, 23), help="ONNX opset for exporters."),
+            click.option(
+                "--torch-exporter",
+                type=click.Choice(TORCH_EXPORTERS),
+                default="dynamo",
+                show_default=True,
+            ),
+            click.option(
+                "--converter",
+                "converters",
+                multiple=True,
+                help="Use this tool where an edge has several (e.g. onnx2tf, litert-torch, "
+                "onnx2keras); repeatable.",
+            ),
+            click.option(
+                "--tool-version",
+                "tool_versions",
+                multiple=True,
+                help="Run a converter at this release, in an environment of its own "
+                "(e.g. tf2onnx==1.16.1); repeatable.",
+            ),
+        )
+    ):
+        command = decorator(command)
+    return command
+
+
+def convert_options(options: dict[str, Any]) -> ConvertOptions:
+    """The :class:`ConvertOptions` that :func:`converter_options` parsed."""
+    return ConvertOptions(
+        tflite_opt=options["tflite_opt"],
+        opset=options["opset"],
+        torch_exporter=options["torch_exporter"],
+        tflite_io=options["tflite_io"],
+        ort_quant=options["ort_quant"],
+        converters=tuple(options["converters"]),
+        tool_versions=tuple(options["tool_versions"]),
+    )
+
+
 def split(text: str, lower: bool = False) -> tuple[str, ...]:
     """``a, b,,c`` -> ``("a", "b", "c")``."""
     parts = (p.strip() for p in text.split(","))
@@ -150,6 +222,8 @@ __all__ = [
     "Numbers",
     "apply",
     "batch_size_option",
+    "convert_options",
+    "converter_options",
     "frameworks_choice",
     "image_options",
     "images",

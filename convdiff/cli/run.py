@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from convdiff.cli import options as shared
-from convdiff.core.options import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions
 
 
 @click.command("run")
@@ -25,17 +24,7 @@ from convdiff.core.options import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
 @shared.image_options
-@click.option(
-    "--tflite-opt",
-    type=click.Choice(TFLITE_OPTS),
-    default="none",
-    show_default=True,
-    help="TFLiteConverter optimization (dynamic-range is the published study's setting).",
-)
-@click.option("--opset", type=click.IntRange(7, 23), help="ONNX opset for exporters.")
-@click.option(
-    "--torch-exporter", type=click.Choice(TORCH_EXPORTERS), default="dynamo", show_default=True
-)
+@shared.converter_options
 @shared.preprocessing_options
 @click.option(
     "--max-discrepancy",
@@ -77,11 +66,7 @@ def command(ctx: click.Context, model: str, via: str, quiet: bool, **options: ob
         weights=options["weights"],
         seed=options["seed"],
         **shared.images(options),
-        convert=ConvertOptions(
-            tflite_opt=options["tflite_opt"],
-            opset=options["opset"],
-            torch_exporter=options["torch_exporter"],
-        ),
+        convert=shared.convert_options(options),
         **shared.preprocessing(options),
         max_discrepancy=options["max_discrepancy"],
         out=options["out"],

@@ -15,7 +15,14 @@ from convdiff.core.options import ConvertOptions
 from convdiff.frameworks.keras import load as keras_load
 
 
-@converter("keras", "tf", tool="keras.Model.export", worker="tf", packages=("keras", "tensorflow"))
+@converter(
+    "keras",
+    "tf",
+    tool="keras.Model.export",
+    worker="tf",
+    packages=("keras", "tensorflow"),
+    name="keras-export",
+)
 def keras_to_tf(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:

@@ -38,7 +38,12 @@ from convdiff.frameworks.keras import make_lambdas_serializable
 
 
 @converter(
-    "onnx", "keras", tool="onnx2keras", worker="tf", packages=("onnx2keras", "keras", "onnx")
+    "onnx",
+    "keras",
+    tool="onnx2keras",
+    worker="tf",
+    packages=("onnx2keras", "keras", "onnx"),
+    name="onnx2keras",
 )
 def onnx_to_keras(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None

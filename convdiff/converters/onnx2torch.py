@@ -25,6 +25,7 @@ from convdiff.core.options import ConvertOptions
     tool="onnx2torch",
     worker="torch",
     packages=("onnx2torch", "torch", "onnx"),
+    name="onnx2torch",
 )
 def onnx_to_torch(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None

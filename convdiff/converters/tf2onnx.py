@@ -31,16 +31,34 @@ if TYPE_CHECKING:  # onnx is imported by the worker that converts, never at impo
     import onnx
 
 PACKAGES = ("tf2onnx", "tensorflow", "onnx")
+# every edge of the tool, as @converter's keywords
+TF2ONNX: dict = {
+    "tool": "tf2onnx",
+    "worker": "tf",
+    "packages": PACKAGES,
+    "options": ("opset",),
+    "name": "tf2onnx",
+}
 
 
-@converter("tf", "onnx", tool="tf2onnx", worker="tf", packages=PACKAGES, options=("opset",))
+@converter(
+    "tf", "onnx", tool="tf2onnx", worker="tf", packages=PACKAGES, options=("opset",), name="tf2onnx"
+)
 def tf_to_onnx(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
     return _saved_model_to_onnx(src, out_dir, opts, route="saved_model")
 
 
-@converter("keras", "onnx", tool="tf2onnx", worker="tf", packages=PACKAGES, options=("opset",))
+@converter(
+    "keras",
+    "onnx",
+    tool="tf2onnx",
+    worker="tf",
+    packages=PACKAGES,
+    options=("opset",),
+    name="tf2onnx",
+)
 def keras_to_onnx(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
@@ -48,7 +66,15 @@ def keras_to_onnx(
     return _saved_model_to_onnx(saved_model, out_dir, opts, route="keras export -> saved_model")
 
 
-@converter("tflite", "onnx", tool="tf2onnx", worker="tf", packages=PACKAGES, options=("opset",))
+@converter(
+    "tflite",
+    "onnx",
+    tool="tf2onnx",
+    worker="tf",
+    packages=PACKAGES,
+    options=("opset",),
+    name="tf2onnx",
+)
 def tflite_to_onnx(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:

@@ -31,7 +31,9 @@ from convdiff.frameworks.keras import load as keras_load
     tool="TFLiteConverter",
     worker="tf",
     packages=("tensorflow",),
-    options=("tflite_opt",),
+    options=("tflite_opt", "tflite_io"),
+    name="tflite-converter",
+    calibrate_when=("tflite_opt=int8",),
 )
 def keras_to_tflite(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
@@ -48,7 +50,9 @@ def keras_to_tflite(
     tool="TFLiteConverter",
     worker="tf",
     packages=("tensorflow",),
-    options=("tflite_opt",),
+    options=("tflite_opt", "tflite_io"),
+    name="tflite-converter",
+    calibrate_when=("tflite_opt=int8",),
 )
 def tf_to_tflite(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None

@@ -33,6 +33,7 @@ EXAMPLE_BATCH = 2  # an example batch of 1 makes torch.export specialize the bat
     worker="torch",
     packages=("torch", "onnxscript", "onnx"),
     options=("opset", "torch_exporter"),
+    name="torch-onnx",
 )
 def torch_to_onnx(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None

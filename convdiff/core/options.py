@@ -14,7 +14,9 @@ from typing import Any
 
 from convdiff.core.errors import ConvdiffError
 
-TFLITE_OPTS = ("none", "dynamic-range", "float16")
+TFLITE_OPTS = ("none", "dynamic-range", "float16", "int8")
+TFLITE_IO = ("float", "int8", "uint8")  # input/output type of a full-integer TFLite model
+ORT_QUANTS = ("none", "dynamic", "static-qdq")  # onnxruntime.quantization on an ONNX target
 TORCH_EXPORTERS = ("dynamo", "torchscript")
 WEIGHT_POLICIES = ("auto", "imagenet", "random")  # or a path to a weights file
 TARGET_PREPROCESS = ("source", "target")  # what the target is fed: see RunConfig
@@ -29,13 +31,28 @@ class ConvertOptions:
     """Every converter option convdiff exposes; each converter declares which ones it reads.
 
     tflite_opt: TFLiteConverter optimization (dynamic-range = ``Optimize.DEFAULT``, the
-    setting of the published study). opset: ONNX opset for exporters (None = the tool's
-    default). torch_exporter: ``torch.onnx.export(dynamo=...)``.
+    setting of the published study; int8 = full-integer, calibrated on the run's images).
+    tflite_io: the input and output type of a full-integer model. opset: ONNX opset for
+    exporters (None = the tool's default). torch_exporter: ``torch.onnx.export(dynamo=...)``.
+    ort_quant: quantize the ONNX target with onnxruntime (static-qdq calibrates on the run's
+    images).
+
+    Two fields choose the chain rather than a tool's behaviour: ``converters`` names the tools
+    to use where an edge has several (``--converter``), ``tool_versions`` the releases to run
+    in environments of their own (``--tool-version tf2onnx==1.16.1``).
     """
 
     tflite_opt: str = "none"
     opset: int | None = None
     torch_exporter: str = "dynamo"
+    tflite_io: str = "float"
+    ort_quant: str = "none"
+    converters: tuple[str, ...] = ()
+    tool_versions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:  # from JSON the chain fields arrive as lists
+        for name in ("converters", "tool_versions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def as_dict(self, only: tuple[str, ...] | None = None) -> dict[str, object]:
         values = asdict(self)
@@ -141,6 +158,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT",
     "TARGET_PREPROCESS",
+    "ORT_QUANTS",
+    "TFLITE_IO",
     "TFLITE_OPTS",
     "TORCH_EXPORTERS",
     "WEIGHT_POLICIES",

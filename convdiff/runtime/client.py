@@ -80,10 +80,14 @@ def convert(
     options: dict[str, Any],
     *,
     input_shape: list[int | None] | None = None,
+    tool: str | None = None,
+    calibration: str | Path | None = None,
     on_tick: Tick = None,
 ) -> TaskOutcome:
-    """Convert ``src_path`` with the registered converter of edge ``src -> dst``; the value
-    holds the new file's ``path`` and ``convert_seconds``."""
+    """Convert ``src_path`` with converter ``tool`` of edge ``src -> dst`` (the edge's default
+    tool when None) in the worker of kind ``worker`` (``tf@onnx2tf==1.29.0`` runs in a tool
+    environment); the value holds the new file's ``path`` and ``convert_seconds``.
+    ``calibration``: an .npz of the run's images for a tool that calibrates."""
     return pool.call(
         worker,
         f"{TASKS}:convert",
@@ -94,6 +98,8 @@ def convert(
         out_dir=str(out_dir),
         options=options,
         input_shape=input_shape,
+        tool=tool,
+        calibration=str(calibration) if calibration else None,
     )
 
 

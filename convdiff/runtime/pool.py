@@ -140,7 +140,7 @@ class WorkerPool:
         not inherit or leave state). ``on_tick`` is called about twice a second while waiting,
         with the seconds elapsed, for progress displays.
         """
-        if kind not in WORKER_KINDS:
+        if kind.partition("@")[0] not in WORKER_KINDS:
             raise ValueError(f"unknown worker kind {kind!r}; expected one of {WORKER_KINDS}")
         if fresh:
             self._close_worker(kind)
@@ -184,15 +184,17 @@ class WorkerPool:
     def _start(self, kind: str) -> _Worker:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._started += 1
-        log_path = self.log_dir / f"worker-{kind}-{self._started}.log"
+        log_path = self.log_dir / f"worker-{kind.replace('==', '-')}-{self._started}.log"
         read_fd, write_fd = os.pipe()
         env = {**os.environ, **_WORKER_ENV, **self.extra_env, "CONVDIFF_RESULT_FD": str(write_fd)}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_package_root()), env.get("PYTHONPATH", "")) if p
-        )
+        python, path = _interpreter(kind)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH", "")) if p)
+        if "@" in kind:  # a tool environment sees its own packages and convdiff, nothing else
+            env["PYTHONPATH"] = path
+            env.pop("PYTHONHOME", None)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "convdiff.runtime.child", kind],
+                [python, "-m", "convdiff.runtime.child", kind],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -309,6 +311,24 @@ class WorkerPool:
             worker.proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             self._kill(worker)
+
+
+def _interpreter(kind: str) -> tuple[str, str]:
+    """The Python a worker of ``kind`` runs and the path that finds convdiff there.
+
+    ``tf@onnx2tf==1.29.0`` runs in that tool environment (:mod:`convdiff.core.envs`), which
+    the caller has built (``ensure_env``) before its first task."""
+    _, _, env_name = kind.partition("@")
+    if not env_name:
+        return sys.executable, str(_package_root())
+    from convdiff.core.envs import convdiff_path, find_env
+
+    env = find_env(env_name)
+    if env is None:
+        raise ConvdiffError(
+            f"the {env_name} environment is not built", f"run: convdiff env create {env_name}"
+        )
+    return str(env.python), str(convdiff_path(env))
 
 
 def _package_root() -> Path:

@@ -129,17 +129,20 @@ def convert(
     out_dir: str,
     options: dict[str, Any],
     input_shape: list[int | None] | None = None,
+    tool: str | None = None,
+    calibration: str | None = None,
 ) -> dict[str, Any]:
-    """Run the registered converter of edge ``src -> dst`` and return the artifact's path."""
-    from convdiff.converters import CONVERTERS, load_all
+    """Run converter ``tool`` of edge ``src -> dst`` (its default tool when None) and return
+    the artifact's path. ``calibration``: the run's images, for a tool that calibrates."""
+    from convdiff.converters import edge
 
-    load_all()
-    info = CONVERTERS[(src, dst)]
+    info = edge(src, dst, tool)
     module_name, _, func_name = info.func.partition(":")
     func = getattr(importlib.import_module(module_name), func_name)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    extra = {"calibration": Path(calibration)} if calibration else {}
     started = time.perf_counter()
-    artifact = func(Path(src_path), Path(out_dir), ConvertOptions(**options), input_shape)
+    artifact = func(Path(src_path), Path(out_dir), ConvertOptions(**options), input_shape, **extra)
     seconds = time.perf_counter() - started
     record_written(artifact)  # convdiff's own output: it may load as such (core.trust)
     return {"path": str(artifact), "convert_seconds": seconds}

@@ -18,7 +18,7 @@ import onnx
 import pytest
 import tflite
 
-from convdiff.converters import load_all
+from convdiff.converters import edge
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from tests.helpers import convert, infer, ok
@@ -44,7 +44,7 @@ def saved_model(pool: WorkerPool, keras_cnn: dict[str, str], tmp_path_factory) -
 
 
 def _convert(pool: WorkerPool, src: str, dst: str, path: str, out_dir: Path, **options: Any) -> str:
-    converted = convert(pool, src, dst, path, out_dir, load_all()[(src, dst)].worker, **options)
+    converted = convert(pool, src, dst, path, out_dir, edge(src, dst).worker, **options)
     assert Path(converted).exists()
     return converted
 
@@ -81,13 +81,12 @@ def _tflite_weight_types(path: str) -> dict[str, set[int]]:
 
 
 def test_edges_are_registered_with_their_tools() -> None:
-    edges = load_all()
     for (src, dst), tool in TF_SIDE_EDGES.items():
-        info = edges[(src, dst)]
+        info = edge(src, dst)
         assert (info.tool, info.worker) == (tool, "tf")
-    assert edges[("tf", "onnx")].tool_version() == "tf2onnx 1.17.0, tensorflow 2.21.0, onnx 1.23.2"
-    assert edges[("keras", "tflite")].options == ("tflite_opt",)
-    assert edges[("keras", "onnx")].options == ("opset",)
+    assert edge("tf", "onnx").tool_version() == "tf2onnx 1.17.0, tensorflow 2.21.0, onnx 1.23.2"
+    assert edge("keras", "tflite").options == ("tflite_opt", "tflite_io")
+    assert edge("keras", "onnx").options == ("opset",)
 
 
 def test_keras_to_tflite_float(pool: WorkerPool, keras_cnn: dict[str, str], tmp_path: Path) -> None:

@@ -29,7 +29,13 @@ from typing import Any
 
 from convdiff.commands.run.types import RunConfig
 from convdiff.core.errors import ConvdiffError, UnsupportedPairError
-from convdiff.core.options import TFLITE_OPTS, TORCH_EXPORTERS, ConvertOptions
+from convdiff.core.options import (
+    ORT_QUANTS,
+    TFLITE_IO,
+    TFLITE_OPTS,
+    TORCH_EXPORTERS,
+    ConvertOptions,
+)
 from convdiff.frameworks import FRAMEWORKS, detect_framework
 from convdiff.frameworks import framework as framework_info
 from convdiff.inputs.preprocess import LAYOUTS, PRESETS, RESIZE_MODES
@@ -228,6 +234,19 @@ def _frameworks(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    """A list of strings (converter names, TOOL==VERSION); find_chain judges the names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad(
+            f"{key} must be a list of strings, got {shown(value)}",
+            f'write e.g. {key} = ["{_EXAMPLE_NAMES[key]}"]',
+        )
+    return tuple(value)
+
+
+_EXAMPLE_NAMES = {"converters": "onnx2tf", "tool_versions": "tf2onnx==1.16.1"}
+
+
 def _input_size(key: str, value: Any) -> tuple[int, int]:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)) or any(
         v <= 0 for v in value
@@ -266,6 +285,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "tflite_opt": _choice(TFLITE_OPTS),
     "opset": _integer(7, 23, "an ONNX opset from 7 to 23"),
     "torch_exporter": _choice(TORCH_EXPORTERS),
+    "tflite_io": _choice(TFLITE_IO),
+    "ort_quant": _choice(ORT_QUANTS),
+    "converters": _names,
+    "tool_versions": _names,
     "weights": _text('write weights = "auto", "imagenet", "random" or a weights file'),
     "seed": _integer(0, None, "an integer >= 0"),
     "data": _text('write data = "<image folder>"'),
@@ -512,13 +535,26 @@ class _Reader:
                     "weights applies to zoo models only",
                     "remove it: a model file brings its own weights",
                 )
+        convert = ConvertOptions(
+            tflite_opt=values.get("tflite_opt", "none"),
+            opset=values.get("opset"),
+            torch_exporter=values.get("torch_exporter", "dynamo"),
+            tflite_io=values.get("tflite_io", "float"),
+            ort_quant=values.get("ort_quant", "none"),
+            converters=values.get("converters", ()),
+            tool_versions=values.get("tool_versions", ()),
+        )
         try:
             from convdiff.converters import find_chain
 
-            find_chain(src, values["dst"], values.get("via", ()))
+            find_chain(src, values["dst"], values.get("via", ()), convert)
         except UnsupportedPairError as exc:
             fix = "set a different dst" if exc.problem.startswith("source and") else exc.fix
             self.add(line("dst"), exc.problem, fix or "set a different dst")
+        except ConvdiffError as exc:  # a converter or tool release that cannot serve
+            keys = ("converters", "tool_versions", "ort_quant")
+            key = next((k for k in keys if k in own or k in values), "dst")
+            self.add(line(key), exc.problem, exc.fix or "see convdiff run --help")
         weights = values.get("weights", "auto")
         if is_zoo and weights not in ("auto", "imagenet", "random"):
             weights_file = self._path(weights)
@@ -550,11 +586,7 @@ class _Reader:
             data=data,
             labels=labels,
             limit=values.get("limit"),
-            convert=ConvertOptions(
-                tflite_opt=values.get("tflite_opt", "none"),
-                opset=values.get("opset"),
-                torch_exporter=values.get("torch_exporter", "dynamo"),
-            ),
+            convert=convert,
             preprocess=values.get("preprocess"),
             input_size=values.get("input_size"),
             mean=values.get("mean"),

@@ -10,9 +10,12 @@ from convdiff.commands.run.types import RunConfig
 from convdiff.converters import ConverterInfo
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.options import (
+    ORT_QUANTS,
     TARGET_PREPROCESS,
+    TFLITE_IO,
     TFLITE_OPTS,
     TORCH_EXPORTERS,
+    ConvertOptions,
     ImageOptions,
     PreprocessOptions,
     WorkerOptions,
@@ -76,6 +79,35 @@ def _check_convert_options(config: RunConfig, chain: list[ConverterInfo]) -> Non
         raise ConvdiffError(
             f"unknown --torch-exporter {convert.torch_exporter!r}",
             f"use one of: {', '.join(TORCH_EXPORTERS)}",
+        )
+    if convert.tflite_io not in TFLITE_IO:
+        raise ConvdiffError(
+            f"unknown --tflite-io {convert.tflite_io!r}", f"use one of: {', '.join(TFLITE_IO)}"
+        )
+    if convert.tflite_io != "float" and convert.tflite_opt != "int8":
+        raise ConvdiffError(
+            f"--tflite-io {convert.tflite_io} sets the input type of a full-integer model",
+            "add --tflite-opt int8, or drop --tflite-io",
+        )
+    if convert.ort_quant not in ORT_QUANTS:
+        raise ConvdiffError(
+            f"unknown --ort-quant {convert.ort_quant!r}", f"use one of: {', '.join(ORT_QUANTS)}"
+        )
+    unread = [
+        (flag, value)
+        for flag, field, value in (
+            ("--tflite-opt", "tflite_opt", convert.tflite_opt),
+            ("--torch-exporter", "torch_exporter", convert.torch_exporter),
+        )
+        if value != getattr(ConvertOptions(), field)
+        and not any(field in edge.options for edge in chain)
+    ]
+    if unread:
+        flag, value = unread[0]
+        raise ConvdiffError(
+            f"{flag} {value} is an option of a converter this run does not use "
+            f"(route: {' -> '.join([chain[0].src, *(e.dst for e in chain)])})",
+            f"drop {flag}, or choose a route through that converter",
         )
     exports = any(edge.src == "torch" and edge.dst == "onnx" for edge in chain)
     opset = convert.opset

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from convdiff.commands.run.checks import check_run_config
 from convdiff.commands.run.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
 from convdiff.commands.run.render import write_markdown
 from convdiff.commands.run.types import Artifact, Crash, Hop, Phase, RunConfig, RunReport
-from convdiff.converters import find_chain
+from convdiff.converters import ConverterInfo, find_chain
+from convdiff.core import envs
 from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.options import PreprocessOptions, group_of
@@ -55,12 +57,12 @@ def run(
     ``pool``: running workers to use (and leave running), e.g. one for many runs; else a pool
     lives for this run, with the environment ``config`` asks for."""
     source = resolve_source(config.model, config.src)
-    chain = find_chain(source.framework, config.dst, config.via)
+    chain = find_chain(source.framework, config.dst, config.via, config.convert)
     check_run_config(config, source, chain)
     stem = source.name.replace(":", "-")  # timm:resnet18 -> timm-resnet18, a plain folder name
     out = prepare_out_dir(config.out, f"{stem}-{source.framework}-{config.dst}")
     progress = progress or Progress()
-    progress.total = 3 + 2 * len(chain)
+    progress.total = 3 + 2 * len(chain) + len({edge.env for edge in chain if edge.env})
     report = RunReport(
         model=source.name,
         src=source.framework,
@@ -151,6 +153,7 @@ def _run_chain(
 ) -> None:
     names = [r.name for r in records]
     accepted = [r.accepted for r in records]
+    environments = _tool_envs(ws, chain)
     artifact, key, spec = _source_artifact(ws, config, source, records, report)
     if artifact is None:
         return
@@ -169,6 +172,7 @@ def _run_chain(
         target_inputs = ws.out / "inputs" / "x-target.npz"
         with ws.timed("prepare"):
             _save_inputs(target_inputs, target, records)
+    images_key = key_of(spec.to_dict(), names)  # what a calibrating converter is given
     # through JSON once, so the report in memory equals the one read back from disk
     report.preprocessing = json.loads(json.dumps(preprocessing))
     with ws.progress.step(f"running the source on {source.framework}"):
@@ -183,7 +187,7 @@ def _run_chain(
     for index, edge in enumerate(chain, start=1):
         with ws.progress.step(f"converting {edge.src} -> {edge.dst} with {edge.tool}") as step:
             converted, key, seconds, crash = convert_hop(
-                ws, edge, index, artifact, key, config.convert
+                ws, edge, index, artifact, key, config.convert, (inputs, images_key)
             )
             step.result = "cached" if converted is not None and converted.cached else "done"
         hop = Hop(
@@ -195,6 +199,8 @@ def _run_chain(
             config.convert.as_dict(edge.options),
             converted,
             seconds,
+            converter=edge.name,
+            environment=environments.get(edge.env),
         )
         if crash is None:
             with ws.progress.step(f"running the {edge.dst} model"):
@@ -212,6 +218,21 @@ def _run_chain(
         if crash is not None:
             return
         artifact = converted
+
+
+def _tool_envs(ws: Workspace, chain: list[ConverterInfo]) -> dict[str, dict[str, Any]]:
+    """Build (first use) or find the tool environment of every hop that needs one, before
+    any work: a release pip cannot install is the user's error, said at once."""
+    found: dict[str, dict[str, Any]] = {}
+    for edge in chain:
+        if not edge.env or edge.env in found:
+            continue
+        with ws.progress.step(f"tool environment {edge.env}") as step:
+            existing = envs.find_env(edge.env)
+            env = existing or envs.ensure_env(edge.env, on_tick=ws.progress.tick)
+            step.result = "ready" if existing else "built"
+        found[edge.env] = env.to_dict()
+    return found
 
 
 def _source_artifact(

@@ -118,11 +118,21 @@ def convert_hop(
     parent: Artifact,
     parent_key: str,
     options: ConvertOptions,
+    calibration: tuple[Path, str] | None = None,
 ) -> tuple[Artifact | None, str, float | None, Crash | None]:
-    """Convert one hop (cached); returns artifact, cache key, converter seconds, crash."""
+    """Convert one hop (cached); returns artifact, cache key, converter seconds, crash.
+
+    ``calibration``: the run's images and their key, given to a tool that calibrates (and
+    then part of the cache key: other images make another model)."""
     version = edge.tool_version()
     used = options.as_dict(edge.options)
-    key = key_of("convert", CACHE_REVISION, parent_key, edge.src, edge.dst, version, used)
+    calibrates = calibration is not None and edge.needs_calibration(options)
+    images_key = calibration[1] if calibration is not None and calibrates else None
+    key = key_of(
+        "convert", CACHE_REVISION, parent_key, edge.src, edge.dst, edge.name, version, used
+    )
+    if images_key is not None:
+        key = key_of(key, images_key)
     hit = ws.cache.lookup(key)
     if hit is not None:
         path, meta = hit
@@ -130,13 +140,15 @@ def convert_hop(
     scratch = ws.out / "scratch" / f"hop{index}"
     outcome = client.convert(
         ws.pool,
-        edge.worker,
+        edge.worker_kind,
         edge.src,
         edge.dst,
         parent.path,
         scratch,
         options.as_dict(),
         input_shape=list(parent.input_shape) or None,
+        tool=edge.name,
+        calibration=calibration[0] if calibration is not None and calibrates else None,
         on_tick=ws.progress.tick,
     )
     work = outcome.value["convert_seconds"] if outcome else 0.0

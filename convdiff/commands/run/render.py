@@ -31,8 +31,14 @@ def _target_preprocessing(report: RunReport) -> str:
     return f"{target.get('description', '')} ({target.get('origin', '')})"
 
 
+def _tool(hop: Hop) -> str:
+    """The tool and its versions, and the environment it ran in when not convdiff's own."""
+    where = f"; env {hop.environment['name']}" if hop.environment else ""
+    return f"{hop.tool} ({hop.version}{where})"
+
+
 def hop_line(hop: Hop) -> str:
-    head = f"{hop.index}. {hop.src} -> {hop.dst} with {hop.tool} ({hop.version}) [{_options(hop)}]"
+    head = f"{hop.index}. {hop.src} -> {hop.dst} with {_tool(hop)} [{_options(hop)}]"
     if hop.crash is not None:
         return f"{head}: CRASH in {hop.crash.stage}: {hop.crash.message}"
     if hop.agreement is None:
@@ -109,7 +115,7 @@ def markdown(report: RunReport) -> str:
         status = f"crash ({hop.crash.stage}): {hop.crash.message}" if hop.crash else "ran"
         top1, top5 = (a.top1_discrepancy, a.top5_discrepancy) if a else (None, None)
         tau, diff = (a.kendall_tau_top5, a.max_abs_diff) if a else (None, None)
-        tool = f"{hop.tool} ({hop.version})"
+        tool = _tool(hop)
         rows.append(
             f"| {hop.index} | {hop.src} -> {hop.dst} | {tool} | {_options(hop)} | "
             f"{pct(top1)} | {pct(top5)} | {num(tau)} | {num(diff)} "

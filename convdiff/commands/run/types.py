@@ -74,6 +74,8 @@ class Hop:
     convert_seconds: float | None = None
     agreement: PairMetrics | None = None  # this artifact against the *source* model
     crash: Crash | None = None
+    converter: str = ""  # the tool's --converter name
+    environment: dict[str, Any] | None = None  # the tool environment it ran in (runtime.envs)
 
 
 @dataclass

@@ -49,7 +49,8 @@ CASES = [
         '[defaults]\nverbose = true\n\n[[conversion]]\nmodel = "tiny.onnx"\ndst = "torch"\n',
         [
             '2: unknown key "verbose" in [defaults]; valid keys: model, src, dst, via, '
-            "tflite_opt, opset, torch_exporter, weights, seed, data, labels, limit, preprocess, "
+            "tflite_opt, opset, torch_exporter, tflite_io, ort_quant, converters, tool_versions, "
+            "weights, seed, data, labels, limit, preprocess, "
             "input_size, mean, std, layout, resize, max_top1_discrepancy, max_abs_diff, "
             "allow_crash, trust_model_code"
         ],
@@ -76,8 +77,8 @@ CASES = [
     (
         "bad choice",
         '[[conversion]]\nmodel = "mobilenetv2"\nsrc = "keras"\ndst = "tflite"\n'
-        'tflite_opt = "int8"\n',
-        ['5: tflite_opt = "int8" is not accepted; use one of: none, dynamic-range, float16'],
+        'tflite_opt = "int4"\n',
+        ['5: tflite_opt = "int4" is not accepted; use one of: none, dynamic-range, float16, int8'],
     ),
     (
         "unknown framework",
