@@ -12,17 +12,37 @@ Routes, measured with TensorFlow 2.21.0 and Keras 3.15.1:
 ``tflite_opt``: ``none``; ``dynamic-range`` (``Optimize.DEFAULT`` without a representative
 dataset: int8 weights, float activations -- the setting of the published study; tensors with
 fewer than 1024 elements stay float32); ``float16`` (``Optimize.DEFAULT`` with
-``supported_types=[tf.float16]``: float16 weights, dequantized at run time).
+``supported_types=[tf.float16]``: float16 weights, dequantized at run time); ``int8``
+(full-integer: ``Optimize.DEFAULT`` with a representative dataset, builtin int8 ops only: int8
+weights per output channel, int32 biases, int8 activations whose scales and zero points the
+converter calibrates on the run's own preprocessed images, :func:`representative_dataset`).
+
+``tflite_io`` (int8 only): ``float`` keeps float32 inputs and outputs, with a QUANTIZE op after
+the input and a DEQUANTIZE op before the output inside the model; ``int8`` / ``uint8`` make the
+model take and give integers (``inference_input_type`` / ``inference_output_type``): the LiteRT
+runner (:mod:`convdiff.frameworks.tflite`) quantizes the images with the input's own scale and
+zero point and dequantizes the outputs, so they compare with the source's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from convdiff.converters import converter
-from convdiff.core.options import TFLITE_OPTS, ConvertOptions
+from convdiff.core.options import TFLITE_IO, TFLITE_OPTS, ConvertOptions
+from convdiff.frameworks import layout_of
 from convdiff.frameworks.keras import load as keras_load
+
+# At most this many images calibrate a full-integer model. The converter runs the float model
+# once per image to record each tensor's range, so a user's folder of 50,000 images would take
+# hours for nothing: TensorFlow's guide asks for "a few hundred" samples, and the ranges (min
+# and max per tensor) stop moving well before that. The first images of the run are taken, in
+# the run's order, so the same run calibrates the same model (and the cache key holds).
+MAX_CALIBRATION_IMAGES = 200
 
 
 @converter(
@@ -36,12 +56,14 @@ from convdiff.frameworks.keras import load as keras_load
     calibrate_when=("tflite_opt=int8",),
 )
 def keras_to_tflite(
-    src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
+    src: Path,
+    out_dir: Path,
+    opts: ConvertOptions,
+    input_shape: list[int | None] | None,
+    calibration: Path | None = None,
 ) -> Path:
-    import tensorflow as tf
-
-    model = keras_load(str(src))
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(model), opts, out_dir)
+    converter = make_converter("keras", src, opts, input_shape, calibration)
+    return _write(converter, out_dir)
 
 
 @converter(
@@ -55,22 +77,70 @@ def keras_to_tflite(
     calibrate_when=("tflite_opt=int8",),
 )
 def tf_to_tflite(
-    src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
+    src: Path,
+    out_dir: Path,
+    opts: ConvertOptions,
+    input_shape: list[int | None] | None,
+    calibration: Path | None = None,
 ) -> Path:
-    import tensorflow as tf
+    converter = make_converter("tf", src, opts, input_shape, calibration)
+    return _write(converter, out_dir)
 
-    return _convert(tf.lite.TFLiteConverter.from_saved_model(str(src)), opts, out_dir)
 
-
-def _convert(tflite_converter: Any, opts: ConvertOptions, out_dir: Path) -> Path:
+def make_converter(
+    framework: str,
+    src: Path,
+    opts: ConvertOptions,
+    input_shape: list[int | None] | None,
+    calibration: Path | None = None,
+) -> Any:
+    """The ``TFLiteConverter`` of a Keras file or SavedModel folder, set up for ``opts``; shared
+    with the float fallback (:mod:`convdiff.repair.fallback_tflite`), which must calibrate
+    exactly as the conversion did to write the same model with some layers in float."""
     import tensorflow as tf
 
     if opts.tflite_opt not in TFLITE_OPTS:
         raise ValueError(f"unknown tflite_opt {opts.tflite_opt!r}; expected one of {TFLITE_OPTS}")
-    if opts.tflite_opt in ("dynamic-range", "float16"):
+    if framework == "keras":
+        tflite_converter = tf.lite.TFLiteConverter.from_keras_model(keras_load(str(src)))
+    else:
+        tflite_converter = tf.lite.TFLiteConverter.from_saved_model(str(src))
+    if opts.tflite_opt != "none":
         tflite_converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if opts.tflite_opt == "float16":
         tflite_converter.target_spec.supported_types = [tf.float16]
+    if opts.tflite_opt == "int8":
+        if calibration is None:
+            raise ValueError("full-integer quantization (tflite_opt=int8) needs calibration images")
+        if opts.tflite_io not in TFLITE_IO:
+            raise ValueError(f"unknown tflite_io {opts.tflite_io!r}; expected one of {TFLITE_IO}")
+        tflite_converter.representative_dataset = representative_dataset(calibration, input_shape)
+        tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if opts.tflite_io != "float":
+            tflite_converter.inference_input_type = getattr(tf, opts.tflite_io)
+            tflite_converter.inference_output_type = getattr(tf, opts.tflite_io)
+    return tflite_converter
+
+
+def representative_dataset(
+    calibration: Path, input_shape: list[int | None] | None
+) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's representative dataset: the run's images one at a time (batch 1, as the
+    converter feeds its calibration model), at most :data:`MAX_CALIBRATION_IMAGES`, in the
+    source's layout: ``x`` is NHWC, a source that takes NCHW gets it transposed."""
+    with np.load(calibration) as data:
+        x = np.asarray(data["x"][:MAX_CALIBRATION_IMAGES], dtype=np.float32)
+    if input_shape and layout_of(input_shape, "NHWC") == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def images() -> Iterator[list[np.ndarray]]:
+        for i in range(len(x)):
+            yield [x[i : i + 1]]
+
+    return images
+
+
+def _write(tflite_converter: Any, out_dir: Path) -> Path:
     out = out_dir / "model.tflite"
     out.write_bytes(tflite_converter.convert())
     return out

@@ -5,6 +5,12 @@ litert worker must never import TensorFlow. Models converted from a Keras model 
 batch dimension carry ``shape_signature`` -1 and can be resized to the whole batch; a model whose
 batch is fixed (usually 1) is run in slices, because resizing a fixed dimension can silently
 break reshapes baked into the graph.
+
+A full-integer model may take and give integers (``--tflite-io int8|uint8``): the float images
+are quantized with the input tensor's own scale and zero point (``round(x / scale) + zero``,
+clipped to the type's range, as TensorFlow's own QuantizationDebugger feeds such a model), and
+integer outputs are dequantized with the output's (``(q - zero) * scale``), so every runtime's
+outputs compare with the source's on the same scale.
 """
 
 from __future__ import annotations
@@ -50,9 +56,30 @@ def predict(model: Any, batch: np.ndarray) -> np.ndarray:
 
 def _invoke(model: Any, batch: np.ndarray) -> np.ndarray:
     inp = model.get_input_details()[0]
-    model.set_tensor(inp["index"], np.ascontiguousarray(batch, dtype=inp["dtype"]))
+    model.set_tensor(inp["index"], quantize(batch, inp))
     model.invoke()
-    return np.array(model.get_tensor(model.get_output_details()[0]["index"]))
+    out = model.get_output_details()[0]
+    return dequantize(np.array(model.get_tensor(out["index"])), out)
+
+
+def quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """``x`` as the tensor of ``details`` takes it: integers on its scale and zero point for an
+    integer tensor that has them, else a plain cast."""
+    dtype = np.dtype(details["dtype"])
+    scale, zero = details.get("quantization", (0.0, 0))
+    if dtype.kind not in "iu" or not scale:
+        return np.ascontiguousarray(x, dtype=dtype)
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero
+    return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
+
+
+def dequantize(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """An integer output as float32 on its scale and zero point; anything else unchanged."""
+    scale, zero = details.get("quantization", (0.0, 0))
+    if y.dtype.kind not in "iu" or not scale:
+        return y
+    return ((y.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
 
 
 def _dims(details: dict[str, Any]) -> list[int | None]:

@@ -137,11 +137,11 @@ def test_unknown_tflite_opt_is_refused(
     pool: WorkerPool, keras_cnn: dict[str, str], tmp_path: Path
 ) -> None:
     outcome = client.convert(
-        pool, "tf", "keras", "tflite", keras_cnn["keras"], tmp_path, {"tflite_opt": "int8"}
+        pool, "tf", "keras", "tflite", keras_cnn["keras"], tmp_path, {"tflite_opt": "int4"}
     )
     assert not outcome
     assert outcome.message == (
-        "unknown tflite_opt 'int8'; expected one of ('none', 'dynamic-range', 'float16')"
+        "unknown tflite_opt 'int4'; expected one of ('none', 'dynamic-range', 'float16', 'int8')"
     )
 
 
