@@ -85,7 +85,15 @@ TFLITE_KINDS = {
     "RESIZE_NEAREST_NEIGHBOR": "resize",
     "PAD": "pad",
     "PADV2": "pad",
+    # a full-integer model's precision findings name these too (every op computes in int8)
+    "MEAN": "pool_global_avg",
+    "ADD": "add",
+    "MUL": "mul",
+    "SUB": "sub",
+    "LOGISTIC": "sigmoid",
+    "TANH": "tanh",
 }
+BINARY_KINDS = ("add", "mul", "sub")  # a raw one with a constant operand is a bias or a scale
 
 
 def file_names(
@@ -180,13 +188,16 @@ def keras_names(ops: list[FileOp], classes: dict[str, str]) -> dict[str, str]:
 def _kind(raw: CanonicalGraph, layer: Any) -> str:
     """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants;
     torch's bias-free ``linear`` a matmul with a broadcast constant (a dense layer once
-    canonicalized)."""
+    canonicalized); an add, mul or sub with a constant operand is a bias or a scale that the
+    file's conv or dense op holds (TFLite, torch), not an op of its own."""
     if layer.op == "other" and layer.attrs.get("tvm_op") in OTHER_KINDS:
         return OTHER_KINDS[layer.attrs["tvm_op"]]
     if layer.op == "other" and layer.attrs.get("tvm_op") == "relax.matmul":
         weight = raw[layer.inputs[1]] if len(layer.inputs) == 2 else None
         if weight is not None and not weight.inputs and len(weight.params) == 1:
             return "dense"
+    if layer.op in BINARY_KINDS and "const" in layer.params:
+        return ""  # a conv's or dense layer's bias, a folded scale: no op of the file's own
     if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
         before = raw[layer.inputs[0]]
         scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
@@ -269,6 +280,8 @@ def quant_evidence(
         return onnx_evidence(path, index)
     from convdiff.ir import tflite_quant
 
+    if tflite_quant.is_full_integer(path):
+        return full_integer_evidence(path, index)
     by_index = {i: lid for lid, i in index.items()}
     evidence = {}
     for tensor in tflite_quant.read(path).quantized:
@@ -280,6 +293,35 @@ def quant_evidence(
                     "dtype": tensor.dtype,
                     "scales": tensor.scales,
                 }
+    return evidence
+
+
+def full_integer_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Target layer id -> what a full-integer TFLite file quantizes in that layer's op: every
+    op computing in integers has ``activations`` (its op, activations' type, input and output
+    scales and zero points, its int32 bias); one with an int8 weight also the weight's tensor,
+    dtype and scales (``details`` then goes into its weight's finding) and ``bias_scales``, the
+    int32 bias's step per channel (the input's scale times the weight's), which explains the
+    bias's rounding (:func:`convdiff.stages.weights.compare_param`)."""
+    from convdiff.ir import tflite_quant
+
+    by_index = {i: lid for lid, i in index.items()}
+    evidence: dict[str, dict[str, Any]] = {}
+    for op in tflite_quant.quantized_ops(path):
+        lid = by_index.get(op.index)
+        if lid is None:
+            continue
+        details = op.details()
+        evidence[lid] = {"activations": details}
+        if op.weight is not None:
+            evidence[lid].update(
+                tensor=op.weight.name,
+                dtype=op.weight.dtype,
+                scales=op.weight.scales,
+                details=details,
+            )
+        if op.bias is not None:
+            evidence[lid]["bias_scales"] = op.bias.scales
     return evidence
 
 

@@ -75,6 +75,12 @@ def runtime_findings(evidence: dict[str, Any]) -> list[Finding]:
             else f"report it to {evidence['runtime']}'s maintainers; run the file on another "
             "runtime (TVM gives the agreeing outputs) or another version meanwhile"
         )
+        if substitute and evidence.get("twin_drops"):  # the file quantizes its activations
+            cause = f"{evidence['twin_drops']} (TVM ran {evidence['tvm_ran']})"
+            suggestion = (
+                "the weights stage names each layer computing in integers; convdiff repair's "
+                "float fallback runs the layers that lose most in float"
+            )
         found.append(
             Finding(
                 "tools",

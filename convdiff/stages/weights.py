@@ -7,7 +7,11 @@ exactly, from the most to the least specific:
 
 - ``precision``: the target's values are the source's rounded to float16 or bfloat16, or lie
   on an int8 grid (per output channel or per tensor, symmetric) within half a step of the
-  source's -- or the target file itself stores them as int8 (``ctx.quant``);
+  source's -- or the target file itself stores them as int8 (``ctx.quant``). A full-integer
+  TFLite file also computes every layer's activations in int8: such a layer gets one precision
+  finding, on its weight (which then says its activations' scales and its int32 bias; the
+  bias's rounding, within half its step, is part of that finding, not one of its own), or,
+  for a layer without a quantized weight (an add, a pool, a softmax), on ``activations``;
 - ``transposed`` / ``flipped`` / ``layout``: equal after a permutation of axes (or a spatial
   flip), same shape or not;
 - ``extra_class``: one more output row (1001 vs 1000 classes: a background class);
@@ -39,12 +43,47 @@ def run(ctx: StageContext) -> list[Finding]:
     for pair in ctx.alignment.pairs:
         la, lb = ctx.a[pair.a], ctx.b[pair.b]
         harmless = ctx.harmless(la.id)  # e.g. a scale the next ops undo (a folded hard-sigmoid)
+        precise = True
         for name in sorted(set(la.params) | set(lb.params)):
             finding = compare_param(ctx, la, lb, name)
             if finding is not None:
                 latent = harmless and finding.kind != "precision"
                 findings.append(finding.as_latent() if latent else finding)
+                precise = precise and finding.kind != "precision"
+        activations = (ctx.quant.get(lb.id) or {}).get("activations")
+        if precise and activations is not None:
+            findings.append(activation_finding(ctx, la, lb, activations))
     return findings
+
+
+def activation_finding(ctx: StageContext, la: Layer, lb: Layer, details: dict[str, Any]) -> Finding:
+    """The precision a layer loses to its integer activations (a full-integer file's layer
+    without a quantized weight, or whose weight is exactly representable). Its score is the
+    rounding's share of the output's range: half a step of the 2^bits the type holds."""
+    bits = {"int8": 8, "uint8": 8, "int16": 16}.get(str(details.get("activations")), 8)
+    share = 0.5 / (2**bits - 1)
+    where = f"output scale {details.get('output_scale', 0):.4g}, zero point "
+    where += f"{details.get('output_zero_point', 0)}"
+    return Finding(
+        "weights",
+        "precision",
+        ctx.name_a(la.id),
+        ctx.name_b(lb.id),
+        f"{la.op} activations: precision lost: {details.get('activations')} activations in the "
+        f"target file ({where})",
+        jsonable(
+            {
+                "param": "activations",
+                "op": la.op,
+                "grid": f"{details.get('activations')} activations in the target file",
+                "max_rel": share,
+                **details,
+            }
+        ),
+        "run this layer in float (convdiff repair's float fallback), or convert without "
+        "full-integer quantization (--tflite-opt dynamic-range keeps float activations)",
+        share,
+    )
 
 
 def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding | None:
@@ -52,6 +91,8 @@ def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding
     a, b = la.params.get(name), lb.params.get(name)
     where = {"param": name, "op": la.op}
     quant = ctx.quant.get(lb.id) if name == "weight" else (ctx.quant.get(lb.id) or {}).get(name)
+    if quant is not None and "scales" not in quant:  # only the layer's activations are integers
+        quant = None
 
     def found(kind: str, summary: str, suggestion: str, **evidence: Any) -> Finding:
         score = float(evidence.get("max_rel", 1.0))
@@ -91,6 +132,9 @@ def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding
         return None
     if _epsilon_explains(la, lb, a64, b64, name):
         return None
+    bias_scales = (ctx.quant.get(lb.id) or {}).get("bias_scales") if name == "bias" else None
+    if bias_scales is not None and _within_half_step(a64, b64, bias_scales):
+        return None  # an int32 bias's rounding: the layer's weight finding reports it
     if not np.any(b64):
         return found(
             "zeroed",
@@ -104,7 +148,7 @@ def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding
         return found(
             "precision",
             f"precision lost: {label} (max abs {stats['max_abs']:.3g}, "
-            f"max rel {stats['max_rel']:.3g})",
+            f"max rel {stats['max_rel']:.3g}){_activations_note(extra)}",
             _precision_fix(label),
             grid=label,
             **extra,
@@ -194,6 +238,29 @@ def _precision(
                 "step_max": float(steps.max()),
             }
     return None
+
+
+def _activations_note(extra: dict[str, Any]) -> str:
+    """What a weight finding of a full-integer TFLite layer adds: its activations' type and
+    scales, and its int32 bias (empty for other files)."""
+    if "output_scale" not in extra:
+        return ""
+    note = f"; {extra['activations']} activations (output scale {extra['output_scale']:.4g}, "
+    note += f"zero point {extra['output_zero_point']})"
+    if "bias_dtype" in extra:
+        note += f", {extra['bias_dtype'].lower()} bias"
+    return note
+
+
+def _within_half_step(a: np.ndarray, b: np.ndarray, scales: Any) -> bool:
+    """Whether ``b`` is ``a`` rounded on an integer grid of ``scales`` (one per output channel
+    or one for all): no value further than half a step, allowing float32 rounding of the
+    folding."""
+    step = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if step.size > 1 and (a.ndim != 1 or step.size != a.shape[0]):
+        return False
+    half = 0.5 * step * (1 + 1e-3) + REL_TOL * max(float(np.abs(a).max(initial=0.0)), 1e-12)
+    return bool(np.all(np.abs(a - b) <= half))
 
 
 def _int8_steps(b: np.ndarray, per_channel: bool) -> np.ndarray | None:

@@ -415,8 +415,12 @@ def _runtime_evidence(
     item["tvm_version"] = outcome.value.get("tvm", item["tvm_version"])
     if outcome.value.get("refused"):
         item["tvm_ran"] = "its float twin (TVM refused the file; int8 weights dequantized)"
-    elif outcome.value.get("twin"):  # a quantized ONNX file: always its twin (ir.onnx_quant)
+    elif outcome.value.get("twin"):  # quantized ONNX, full-integer TFLite: always its twin
         item["tvm_ran"] = "its float twin (quantized weights dequantized, activations float)"
+        item["twin_drops"] = (
+            "the file's integer activations (quantized by its own ops), which the twin "
+            "computes in float"
+        )
     item["native_vs_tvm"] = _metrics(compare(y_dst, y_tvm, names, accepted))
     item["tvm_vs_source"] = _metrics(compare(y_src, y_tvm, names, accepted))
     return json.loads(json.dumps(jsonable(item)))

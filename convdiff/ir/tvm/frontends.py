@@ -23,10 +23,14 @@ TVM 0.27, refuses or obscures something a converted model really contains:
   refusal is recorded, and the model is imported from its *float twin*
   (:func:`convdiff.ir.tflite_quant.float_twin`: the file with each int8 weight replaced by its
   dequantized float32 values); the int8 values and scales are kept in ``quant.npz`` as
-  evidence. TVM 0.27's RESHAPE converter also refuses a shape tensor computed at run time
-  (SHAPE -> STRIDED_SLICE -> PACK, which onnx2keras' Flatten becomes); :func:`_tflite_converter`
-  then uses the output tensor's shape recorded in the flatbuffer (the inputs are imported with
-  their static shapes, so a -1 batch in its shape signature is 1 here).
+  evidence. A full-integer file (``--tflite-opt int8``) TVM imports, but as quantize/dequantize
+  calls around every op, its weights behind ``dequantize``: no layer would hold a weight, so it
+  is always imported from its float twin (weights and biases dequantized, activations float,
+  QUANTIZE/DEQUANTIZE dropped), as a quantized ONNX file is. TVM 0.27's RESHAPE converter
+  also refuses a shape tensor computed at run time (SHAPE -> STRIDED_SLICE -> PACK, which
+  onnx2keras' Flatten becomes); :func:`_tflite_converter` then uses the output tensor's shape
+  recorded in the flatbuffer (the inputs are imported with their static shapes, so a -1 batch
+  in its shape signature is 1 here).
 - torch: ``torch.export.load`` + ``relax.frontend.torch.from_exported_program`` (eval-mode
   BatchNorm stays one ``batch_norm`` op). onnx2torch turns a constant ONNX Gather index into
   ``aten.item`` of a buffer, and TVM 0.27's ``select`` takes only a Python int
@@ -217,8 +221,9 @@ def _constant_indices(inputs: list) -> bool:
 
 
 def _load_tflite(path: str, work_dir: Path) -> Imported:
-    """TFLite through TVM's frontend; a dynamic-range quantized file it refuses is imported
-    from its float twin, written with ``quant.npz`` into ``work_dir`` (module docstring)."""
+    """TFLite through TVM's frontend; a dynamic-range quantized file it refuses, and any
+    full-integer file, is imported from its float twin, written with ``quant.npz`` into
+    ``work_dir`` (module docstring)."""
     import tflite
     from tvm.relax.frontend.tflite import from_tflite
 
@@ -230,20 +235,30 @@ def _load_tflite(path: str, work_dir: Path) -> Imported:
 
     buf = Path(path).read_bytes()
     notes: list[str] = []
-    try:
-        return Imported(convert(buf), notes)
-    except Exception as exc:
-        refused = f"{type(exc).__name__}: {_one_line(exc)}"
+    refused = None
+    if tflite_quant.is_full_integer(path):
         report = tflite_quant.read(path)
-        if not report.quantized:
-            raise
+        layers = tflite_quant.quantized_ops(path)
+        notes.append(
+            "full-integer TFLite file: imported its float twin (int8 weights and int32 biases "
+            "dequantized, activations float, QUANTIZE/DEQUANTIZE ops dropped; "
+            f"{len(layers)} layers compute in integers: {', '.join(op.name for op in layers)})"
+        )
+    else:
+        try:
+            return Imported(convert(buf), notes)
+        except Exception as exc:
+            refused = f"{type(exc).__name__}: {_one_line(exc)}"
+            report = tflite_quant.read(path)
+            if not report.quantized:
+                raise
+        notes.append(
+            "TVM's TFLite frontend refused the file; imported its float twin (int8 weights "
+            f"dequantized from the flatbuffer: {', '.join(t.name for t in report.quantized)})"
+        )
     work_dir.mkdir(parents=True, exist_ok=True)
     twin = tflite_quant.float_twin(path, work_dir / "float_twin.tflite")
     quant_npz = report.save(work_dir / "quant.npz")
-    notes.append(
-        "TVM's TFLite frontend refused the file; imported its float twin (int8 weights "
-        f"dequantized from the flatbuffer: {', '.join(t.name for t in report.quantized)})"
-    )
     mod = convert(Path(twin).read_bytes())
     return Imported(mod, notes, refused, str(quant_npz), str(twin))
 
