@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from tests.helpers import ROOT, convert, ok
 from tests.tiny.faults import fault_base
@@ -154,6 +155,27 @@ def dynamic_range_tflite(
     """``keras_cnn_q`` converted to TFLite with dynamic-range optimization: one int8 kernel."""
     out = tmp_path_factory.mktemp("keras-cnn-q-dynamic-range")
     return convert(pool, "keras", "tflite", keras_cnn_q["keras"], out, tflite_opt="dynamic-range")
+
+
+@pytest.fixture(scope="session")
+def int8_tflite(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """``keras_cnn_q`` converted to full-integer TFLite (``--tflite-opt int8``, float input and
+    output), calibrated on its 4 input images: 4 layers compute in int8 (conv, mean, dense,
+    softmax)."""
+    out = tmp_path_factory.mktemp("keras-cnn-q-int8")
+    converted = client.convert(
+        pool,
+        "tf",
+        "keras",
+        "tflite",
+        keras_cnn_q["keras"],
+        out,
+        {"tflite_opt": "int8"},
+        calibration=keras_cnn_q["inputs"],
+    )
+    return ok(converted)["path"]
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def keras_to_tflite(
     input_shape: list[int | None] | None,
     calibration: Path | None = None,
 ) -> Path:
-    converter = make_converter("keras", src, opts, input_shape, calibration)
+    converter = make_converter("keras", src, opts, _layout(input_shape), calibration)
     return _write(converter, out_dir)
 
 
@@ -83,7 +83,7 @@ def tf_to_tflite(
     input_shape: list[int | None] | None,
     calibration: Path | None = None,
 ) -> Path:
-    converter = make_converter("tf", src, opts, input_shape, calibration)
+    converter = make_converter("tf", src, opts, _layout(input_shape), calibration)
     return _write(converter, out_dir)
 
 
@@ -91,12 +91,14 @@ def make_converter(
     framework: str,
     src: Path,
     opts: ConvertOptions,
-    input_shape: list[int | None] | None,
+    layout: str = "NHWC",
     calibration: Path | None = None,
 ) -> Any:
-    """The ``TFLiteConverter`` of a Keras file or SavedModel folder, set up for ``opts``; shared
-    with the float fallback (:mod:`convdiff.repair.fallback_tflite`), which must calibrate
-    exactly as the conversion did to write the same model with some layers in float."""
+    """The ``TFLiteConverter`` of a Keras file or SavedModel folder, set up for ``opts``;
+    ``layout``: how the source takes images (NCHW: the calibration images are transposed).
+    Shared with the float fallback (:mod:`convdiff.repair.fallback_tflite_tasks`), which must
+    calibrate exactly as the conversion did to write the same model with some layers in
+    float."""
     import tensorflow as tf
 
     if opts.tflite_opt not in TFLITE_OPTS:
@@ -114,7 +116,7 @@ def make_converter(
             raise ValueError("full-integer quantization (tflite_opt=int8) needs calibration images")
         if opts.tflite_io not in TFLITE_IO:
             raise ValueError(f"unknown tflite_io {opts.tflite_io!r}; expected one of {TFLITE_IO}")
-        tflite_converter.representative_dataset = representative_dataset(calibration, input_shape)
+        tflite_converter.representative_dataset = representative_dataset(calibration, layout)
         tflite_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if opts.tflite_io != "float":
             tflite_converter.inference_input_type = getattr(tf, opts.tflite_io)
@@ -123,14 +125,14 @@ def make_converter(
 
 
 def representative_dataset(
-    calibration: Path, input_shape: list[int | None] | None
+    calibration: Path, layout: str = "NHWC"
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
     """The converter's representative dataset: the run's images one at a time (batch 1, as the
     converter feeds its calibration model), at most :data:`MAX_CALIBRATION_IMAGES`, in the
-    source's layout: ``x`` is NHWC, a source that takes NCHW gets it transposed."""
+    source's ``layout``: ``x`` is NHWC, a source that takes NCHW gets it transposed."""
     with np.load(calibration) as data:
         x = np.asarray(data["x"][:MAX_CALIBRATION_IMAGES], dtype=np.float32)
-    if input_shape and layout_of(input_shape, "NHWC") == "NCHW":
+    if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def images() -> Iterator[list[np.ndarray]]:
@@ -138,6 +140,12 @@ def representative_dataset(
             yield [x[i : i + 1]]
 
     return images
+
+
+def _layout(input_shape: list[int | None] | None) -> str:
+    """How the source takes images, read from its input shape (NHWC when it cannot tell: the
+    Keras and SavedModel habit)."""
+    return layout_of(input_shape or [], "NHWC")
 
 
 def _write(tflite_converter: Any, out_dir: Path) -> Path:

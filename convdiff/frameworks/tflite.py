@@ -8,7 +8,7 @@ break reshapes baked into the graph.
 
 A full-integer model may take and give integers (``--tflite-io int8|uint8``): the float images
 are quantized with the input tensor's own scale and zero point (``round(x / scale) + zero``,
-clipped to the type's range, as TensorFlow's own QuantizationDebugger feeds such a model), and
+rounded half away from zero as TFLite's QUANTIZE kernel does, clipped to the type's range), and
 integer outputs are dequantized with the output's (``(q - zero) * scale``), so every runtime's
 outputs compare with the source's on the same scale.
 """
@@ -70,7 +70,8 @@ def quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     if dtype.kind not in "iu" or not scale:
         return np.ascontiguousarray(x, dtype=dtype)
     info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero
+    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero  # half away from zero, as TFLite rounds
     return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
 
 

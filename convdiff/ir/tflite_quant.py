@@ -339,9 +339,22 @@ def _float_activations(model: Any, constants: set[int]) -> None:
 
 def unpack(path: str | Path) -> Any:
     """The whole model as mutable ``ai_edge_litert.schema_py_generated.ModelT`` objects."""
+    return unpack_bytes(Path(path).read_bytes())
+
+
+def unpack_bytes(buf: bytes) -> Any:
+    """:func:`unpack` of a model held in memory."""
     from ai_edge_litert import schema_py_generated as schema
 
-    return schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+    return schema.ModelT.InitFromPackedBuf(buf, 0)
+
+
+def type_name(tensor_type: int) -> str:
+    """A TFLite tensor type's name (``FLOAT32``, ``INT8``, ...)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return names.get(tensor_type, "?")
 
 
 def pack(model: Any) -> bytes:

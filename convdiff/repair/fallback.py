@@ -35,7 +35,7 @@ from convdiff.repair.verify import Agreement
 from convdiff.runtime.pool import WorkerPool
 
 # target format -> its module (fallback_onnx, fallback_tflite: quantized_layers, candidates, write)
-FORMATS: dict[str, str] = {}
+FORMATS: dict[str, str] = {"tflite": "convdiff.repair.fallback_tflite"}
 
 
 @dataclass(frozen=True)

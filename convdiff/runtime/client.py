@@ -22,6 +22,7 @@ Tick = Callable[[float], None] | None
 TASKS = "convdiff.runtime.tasks"
 TVM = "convdiff.ir.tvm.tasks"
 BUILD = "convdiff.zoo.build:build"
+TFLITE_FALLBACK = "convdiff.repair.fallback_tflite_tasks"  # runs in a tf worker
 # format -> (worker kind, the applier module that runs in it): Keras and torch models are
 # edited in their framework (:mod:`convdiff.repair.appliers`)
 APPLIER_TASKS = {
@@ -253,6 +254,62 @@ def apply_edits(
     )
 
 
+def tflite_fallback_measure(
+    pool: WorkerPool,
+    framework: str,
+    source: str | Path,
+    images: str | Path,
+    layout: str,
+    tflite_io: str,
+    target: str | Path,
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Each quantized layer of a full-integer .tflite ``target`` with its error measured by
+    TFLite's QuantizationDebugger on the calibration ``images`` (the Keras/SavedModel
+    ``source`` converted and calibrated as the target was)."""
+    return pool.call(
+        "tf",
+        f"{TFLITE_FALLBACK}:measure_layers",
+        on_tick=on_tick,
+        framework=framework,
+        source=str(source),
+        images=str(images),
+        layout=layout,
+        tflite_io=tflite_io,
+        target=str(target),
+    )
+
+
+def tflite_fallback_write(
+    pool: WorkerPool,
+    framework: str,
+    source: str | Path,
+    images: str | Path,
+    layout: str,
+    tflite_io: str,
+    target: str | Path,
+    layers: list[str],
+    out: str | Path,
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Write the full-integer ``target`` with ``layers`` (its own names) in float to ``out``,
+    reconverted from ``source`` with QuantizationDebugger's denylist; the value holds ``path``
+    and the written file's input and output types (``io``)."""
+    return pool.call(
+        "tf",
+        f"{TFLITE_FALLBACK}:write_fallback",
+        on_tick=on_tick,
+        framework=framework,
+        source=str(source),
+        images=str(images),
+        layout=layout,
+        tflite_io=tflite_io,
+        target=str(target),
+        layers=list(layers),
+        out=str(out),
+    )
+
+
 __all__ = [
     "APPLIER_TASKS",
     "apply_edits",
@@ -265,6 +322,8 @@ __all__ = [
     "probe",
     "read_tensor",
     "run_tvm",
+    "tflite_fallback_measure",
+    "tflite_fallback_write",
     "torch_file_ops",
     "warm_up",
 ]

@@ -1,0 +1,115 @@
+"""Full-integer TFLite (``--tflite-opt int8``): the TFLiteConverter calibrated on the run's
+images, for each ``--tflite-io``, and the LiteRT runner feeding and reading integer tensors.
+
+The tiny Keras CNN with 48 filters (tests/tiny/keras_models.py), calibrated on its 4 input
+images. What the files hold is read from the flatbuffer: every op's input and output types
+(measured with TensorFlow 2.21.0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convdiff.ir import tflite_quant
+from convdiff.runtime import client
+from convdiff.runtime.pool import WorkerPool
+from tests.helpers import infer, ok
+
+pytestmark = pytest.mark.workers
+
+# op -> (its input tensors' types, its output's type), in file order, for the float-IO file
+BODY = [
+    ("CONV_2D", ["INT8", "INT8", "INT32"], "INT8"),  # image, kernel, bias
+    ("MEAN", ["INT8", "INT32"], "INT8"),  # the global average pool; the axes
+    ("FULLY_CONNECTED", ["INT8", "INT8", "INT32"], "INT8"),
+    ("SOFTMAX", ["INT8"], "INT8"),
+]
+LAYOUT = {
+    "float": [("QUANTIZE", ["FLOAT32"], "INT8"), *BODY, ("DEQUANTIZE", ["INT8"], "FLOAT32")],
+    "int8": BODY,
+    "uint8": [("QUANTIZE", ["UINT8"], "INT8"), *BODY, ("QUANTIZE", ["INT8"], "UINT8")],
+}
+
+
+def _ops(path: str) -> list[tuple[str, list[str], str]]:
+    model = tflite_quant.unpack(path)
+    graph = model.subgraphs[0]
+
+    def kind(index: int) -> str:
+        return tflite_quant.type_name(graph.tensors[index].type)
+
+    return [
+        (
+            tflite_quant.op_kind(model, op),
+            [kind(int(i)) for i in op.inputs],
+            kind(int(op.outputs[0])),
+        )
+        for op in graph.operators
+    ]
+
+
+def _convert(pool: WorkerPool, keras_cnn_q: dict[str, str], out: Path, io: str) -> str:
+    options = {"tflite_opt": "int8", "tflite_io": io}
+    outcome = client.convert(
+        pool, "tf", "keras", "tflite", keras_cnn_q["keras"], out, options,
+        calibration=keras_cnn_q["inputs"],
+    )  # fmt: skip
+    return ok(outcome)["path"]
+
+
+@pytest.mark.parametrize("io", ["int8", "uint8"])
+def test_int8_weights_and_activations_for_each_io_type(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], int8_tflite: str, tmp_path: Path, io: str
+) -> None:
+    files = {"float": int8_tflite, io: _convert(pool, keras_cnn_q, tmp_path, io)}
+    for kind, path in files.items():
+        assert _ops(path) == LAYOUT[kind], kind
+    # int8 weights per output channel, int32 biases scaled by input x weight scale
+    report = tflite_quant.read(int8_tflite)
+    found = {t.name: (t.dtype, t.shape, len(t.scales), set(t.zero_points)) for t in report.tensors}
+    assert found == {
+        "tiny_cnn_1/conv_1/convolution": ("INT8", [48, 3, 3, 3], 48, {0}),
+        "tiny_cnn_1/dense_1/MatMul": ("INT8", [5, 48], 5, {0}),
+        "tiny_cnn_1/relu_1/Relu;tiny_cnn_1/bn_1/batchnorm/add_1;tiny_cnn_1/conv_1/convolution;"
+        "tiny_cnn_1/bn_1/batchnorm/sub": ("INT32", [48], 48, {0}),
+        "tiny_cnn_1/dense_1/BiasAdd": ("INT32", [5], 5, {0}),
+    }
+    ops = tflite_quant.quantized_ops(int8_tflite)
+    conv = ops[0]
+    assert conv.bias is not None and conv.weight is not None
+    expected = np.float64(conv.inputs[0].scale) * np.asarray(conv.weight.scales)
+    assert np.allclose(conv.bias.scales, expected, rtol=1e-6)
+
+
+def test_the_runner_quantizes_inputs_and_dequantizes_outputs(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], int8_tflite: str, tmp_path: Path
+) -> None:
+    """Each IO type's file gives the float-IO file's outputs exactly (its QUANTIZE op rounds
+    the images as the runner does), within int8's loss of the Keras model's."""
+    inputs, reference = keras_cnn_q["inputs"], keras_cnn_q["reference"]
+    y = {"float": infer(pool, "tflite", int8_tflite, inputs, tmp_path / "float.npz")}
+    for io in ("int8", "uint8"):
+        path = _convert(pool, keras_cnn_q, tmp_path / io, io)
+        described = ok(client.probe(pool, "tflite", path))
+        assert described["input_dtype"] == io
+        y[io] = infer(pool, "tflite", path, inputs, tmp_path / f"{io}.npz")
+        assert y[io].dtype == np.float32
+        assert np.array_equal(y[io], y["float"]), io
+    with np.load(reference) as data:
+        keras_y = data["y"]
+    diff = float(np.abs(y["float"] - keras_y).max())
+    assert 1e-4 < diff < 2e-2  # the softmax alone has steps of 1/256
+
+
+def test_int8_without_calibration_images_is_refused(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], tmp_path: Path
+) -> None:
+    outcome = client.convert(
+        pool, "tf", "keras", "tflite", keras_cnn_q["keras"], tmp_path, {"tflite_opt": "int8"}
+    )
+    assert not outcome
+    assert outcome.message == (
+        "full-integer quantization (tflite_opt=int8) needs calibration images"
+    )
