@@ -10,6 +10,11 @@ conversion calibrated on: the run's own, which a repair of that run is given. A 
 or float file has no quantized activations: 0 layers, the repair's patch restores its weights.
 
 The target's input and output type (``--tflite-io``) is read from the file and kept.
+
+Every file written is a reconversion of the source: edits a repair patch made to the target
+before the fallback are not carried over. On a full-integer target the patch holds no
+precision edits (the flow leaves those to the fallback), and a clean TFLiteConverter
+conversion has no other fault to patch.
 """
 
 from __future__ import annotations
