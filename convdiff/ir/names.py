@@ -93,7 +93,6 @@ TFLITE_KINDS = {
     "LOGISTIC": "sigmoid",
     "TANH": "tanh",
 }
-BINARY_KINDS = ("add", "mul", "sub")  # a raw one with a constant operand is a bias or a scale
 
 
 def file_names(
@@ -188,21 +187,30 @@ def keras_names(ops: list[FileOp], classes: dict[str, str]) -> dict[str, str]:
 def _kind(raw: CanonicalGraph, layer: Any) -> str:
     """The file-level kind of a raw layer: ONNX Clip becomes max/min with scalar constants;
     torch's bias-free ``linear`` a matmul with a broadcast constant (a dense layer once
-    canonicalized); an add, mul or sub with a constant operand is a bias or a scale that the
-    file's conv or dense op holds (TFLite, torch), not an op of its own."""
+    canonicalized); an add of a constant to a conv's or dense layer's output is the bias that
+    the file's conv or dense op holds, not an op of its own."""
     if layer.op == "other" and layer.attrs.get("tvm_op") in OTHER_KINDS:
         return OTHER_KINDS[layer.attrs["tvm_op"]]
     if layer.op == "other" and layer.attrs.get("tvm_op") == "relax.matmul":
         weight = raw[layer.inputs[1]] if len(layer.inputs) == 2 else None
         if weight is not None and not weight.inputs and len(weight.params) == 1:
             return "dense"
-    if layer.op in BINARY_KINDS and "const" in layer.params:
-        return ""  # a conv's or dense layer's bias, a folded scale: no op of the file's own
+    if layer.op == "add" and "const" in layer.params and _after_weighted(raw, layer):
+        return ""  # a conv's or dense layer's bias: the file's conv or dense op holds it
     if layer.op in ("maximum", "minimum") and np.size(layer.params.get("const", [])) == 1:
         before = raw[layer.inputs[0]]
         scalar_max = before.op == "maximum" and np.size(before.params.get("const", [])) == 1
         return "" if layer.op == "minimum" and scalar_max else "clip"
     return layer.op
+
+
+def _after_weighted(raw: CanonicalGraph, layer: Any) -> bool:
+    """Whether ``layer`` takes the output of a conv or dense layer (TVM writes their bias as an
+    add of its own; torch's bias-free ``linear`` a matmul, see :func:`_kind`)."""
+    if not layer.inputs or layer.inputs[0] not in raw:
+        return False
+    producer = raw[layer.inputs[0]]
+    return producer.op in WEIGHTED or _kind(raw, producer) == "dense"
 
 
 def _onnx_ops(path: str) -> list[FileOp]:
@@ -299,8 +307,9 @@ def quant_evidence(
 def full_integer_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Target layer id -> what a full-integer TFLite file quantizes in that layer's op: every
     op computing in integers has ``activations`` (its op, activations' type, input and output
-    scales and zero points, its int32 bias); one with an int8 weight also the weight's tensor,
-    dtype and scales (``details`` then goes into its weight's finding) and ``bias_scales``, the
+    scales and zero points, its int32 bias); one with an int8 weight (or an int8 constant
+    operand, the canonical layer's ``const``) also the weight's tensor, dtype and scales
+    (``details`` then goes into its weight's finding) and ``bias_scales``, the
     int32 bias's step per channel (the input's scale times the weight's), which explains the
     bias's rounding (:func:`convdiff.stages.weights.compare_param`)."""
     from convdiff.ir import tflite_quant
@@ -314,12 +323,15 @@ def full_integer_evidence(path: str, index: dict[str, int]) -> dict[str, dict[st
         details = op.details()
         evidence[lid] = {"activations": details}
         if op.weight is not None:
-            evidence[lid].update(
-                tensor=op.weight.name,
-                dtype=op.weight.dtype,
-                scales=op.weight.scales,
-                details=details,
-            )
+            weight = {
+                "tensor": op.weight.name,
+                "dtype": op.weight.dtype,
+                "scales": op.weight.scales,
+                "details": details,
+            }
+            evidence[lid].update(weight)
+            # an add's, mul's or sub's int8 operand is the canonical layer's "const"
+            evidence[lid]["const"] = weight
         if op.bias is not None:
             evidence[lid]["bias_scales"] = op.bias.scales
     return evidence

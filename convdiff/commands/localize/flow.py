@@ -213,15 +213,18 @@ def _localize(job: _Job) -> LocalizeReport:
 
 
 def lossy_anchors(ctx: StageContext) -> list[str]:
-    """The source anchors whose target weight lost precision (int8, float16, bfloat16): the
-    segments after them may part by that loss, which the weights stage reports."""
+    """The source anchors whose target weight (or constant operand: a full-integer file's
+    int8 rescaling) lost precision (int8, float16, bfloat16): the segments after them may part
+    by that loss, which the weights stage reports."""
     lossy = []
     for anchor in ctx.alignment.anchors:
         la, lb = ctx.a[anchor.a], ctx.b[anchor.b]
-        if "weight" in la.params and "weight" in lb.params:
-            found = compare_param(ctx, la, lb, "weight")
-            if found is not None and found.kind == "precision":
-                lossy.append(la.id)
+        for name in ("weight", "const"):
+            if name in la.params and name in lb.params:
+                found = compare_param(ctx, la, lb, name)
+                if found is not None and found.kind == "precision":
+                    lossy.append(la.id)
+                    break
     return lossy
 
 
