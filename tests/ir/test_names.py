@@ -5,7 +5,10 @@ which name every injected fault's layer as its file does."""
 
 from __future__ import annotations
 
-from convdiff.ir.names import FileOp, keras_names, pair_ops
+import numpy as np
+
+from convdiff.ir.graph import CanonicalGraph, Layer
+from convdiff.ir.names import FileOp, _kind, keras_names, pair_ops
 
 
 def _conv(name: str, index: int, size: int | None) -> FileOp:
@@ -69,3 +72,30 @@ def test_keras_names_map_conversion_ops_onto_layers() -> None:
         ops[2][1]: "dense",
         ops[4][1]: "relu",
     }
+
+
+def test_a_bias_add_is_its_conv_and_other_adds_and_muls_are_the_files_own() -> None:
+    """TVM writes a TFLite conv's bias as an add of a constant after the conv: not an op of the
+    file. A full-integer file's own ADD and MUL ops (a residual add, a rescaling by a constant)
+    are named, so each gets its precision finding."""
+    one = np.ones(4, dtype=np.float32)
+    raw = CanonicalGraph(
+        [
+            Layer("x", "input"),
+            Layer("scale", "mul", ["x"], params={"const": one}),  # the file's MUL
+            Layer("conv", "conv2d", ["scale"], params={"weight": np.ones((4, 4, 1, 1))}),
+            Layer("bias", "add", ["conv"], params={"const": one}),  # the conv's bias
+            Layer("residual", "add", ["bias", "scale"]),  # the file's ADD
+            Layer("shift", "add", ["residual"], params={"const": one}),  # the file's ADD
+        ],
+        inputs=["x"],
+        outputs=["shift"],
+    )
+    assert [_kind(raw, layer) for layer in raw.layers] == [
+        "input",
+        "mul",
+        "conv2d",
+        "",
+        "add",
+        "add",
+    ]
