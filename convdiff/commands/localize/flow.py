@@ -213,13 +213,16 @@ def _localize(job: _Job) -> LocalizeReport:
 
 
 def lossy_anchors(ctx: StageContext) -> list[str]:
-    """The source anchors whose target weight (or constant operand: a full-integer file's
-    int8 rescaling) lost precision (int8, float16, bfloat16): the segments after them may part
-    by that loss, which the weights stage reports."""
+    """The source anchors whose target weight lost precision (int8, float16, bfloat16), and
+    the aligned layers whose constant operand did (a full-integer file's int8 rescaling, too
+    small to be an anchor): the segments after them may part by that loss, which the weights
+    stage reports."""
     lossy = []
-    for anchor in ctx.alignment.anchors:
-        la, lb = ctx.a[anchor.a], ctx.b[anchor.b]
-        for name in ("weight", "const"):
+    anchors = {(anchor.a, anchor.b) for anchor in ctx.alignment.anchors}
+    for pair in ctx.alignment.pairs:
+        la, lb = ctx.a[pair.a], ctx.b[pair.b]
+        names = ("weight", "const") if (pair.a, pair.b) in anchors else ("const",)
+        for name in names:
             if name in la.params and name in lb.params:
                 found = compare_param(ctx, la, lb, name)
                 if found is not None and found.kind == "precision":
