@@ -103,6 +103,25 @@ def test_the_runner_quantizes_inputs_and_dequantizes_outputs(
     assert 1e-4 < diff < 2e-2  # the softmax alone has steps of 1/256
 
 
+def test_a_savedmodel_converts_to_the_same_int8_model(
+    pool: WorkerPool, keras_cnn_q: dict[str, str], int8_tflite: str, tmp_path: Path
+) -> None:
+    """tf -> tflite (``from_saved_model``) calibrates on the same images: the same ops, and
+    the same outputs as the Keras model's full-integer conversion."""
+    folder = str(tmp_path / "saved_model")
+    task = "tests.tiny.keras_models:write_saved_model"
+    ok(pool.call("tf", task, keras_path=keras_cnn_q["keras"], out_dir=folder))
+    outcome = client.convert(
+        pool, "tf", "tf", "tflite", folder, tmp_path / "tflite", {"tflite_opt": "int8"},
+        calibration=keras_cnn_q["inputs"],
+    )  # fmt: skip
+    path = ok(outcome)["path"]
+    assert [kind for kind, _, _ in _ops(path)] == [kind for kind, _, _ in LAYOUT["float"]]
+    inputs = keras_cnn_q["inputs"]
+    y = infer(pool, "tflite", path, inputs, tmp_path / "tf.npz")
+    assert np.array_equal(y, infer(pool, "tflite", int8_tflite, inputs, tmp_path / "k.npz"))
+
+
 def test_int8_without_calibration_images_is_refused(
     pool: WorkerPool, keras_cnn_q: dict[str, str], tmp_path: Path
 ) -> None:
