@@ -158,7 +158,8 @@ def edge(src: str, dst: str, name: str | None = None) -> ConverterInfo:
 def find_chain(
     src: str, dst: str, via: tuple[str, ...] = (), options: ConvertOptions | None = None
 ) -> list[ConverterInfo]:
-    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order.
+    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order; of two
+    equally short ones, the one that needs no tool environment built.
 
     ``options`` choose tools (``converters``: a named tool replaces the default tools of its
     edge and must be on the chain), their releases (``tool_versions``: such a hop runs in a
