@@ -83,6 +83,7 @@ _MODULES = (
     "onnx2torch",
     "onnx2keras",
     "keras_export",
+    "litert_torch",
 )
 
 
@@ -157,7 +158,8 @@ def edge(src: str, dst: str, name: str | None = None) -> ConverterInfo:
 def find_chain(
     src: str, dst: str, via: tuple[str, ...] = (), options: ConvertOptions | None = None
 ) -> list[ConverterInfo]:
-    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order.
+    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order; of two
+    equally short ones, the one that needs no tool environment built.
 
     ``options`` choose tools (``converters``: a named tool replaces the default tools of its
     edge and must be on the chain), their releases (``tool_versions``: such a hop runs in a
@@ -278,6 +280,13 @@ def _through(edges: dict[tuple[str, str], ConverterInfo], stops: list[str]) -> l
         if start == goal:
             continue
         leg = _shortest(edges, start, goal)
+        if leg is not None and any(info.env for info in leg):
+            # An equally short route in convdiff's own environment needs no environment built
+            # (minutes, gigabytes): onnx -> tflite stays onnx2keras + TFLiteConverter rather
+            # than onnx2torch + litert-torch, which only torch -> tflite shortens.
+            own = _shortest({k: v for k, v in edges.items() if not v.env}, start, goal)
+            if own is not None and len(own) == len(leg):
+                leg = own
         if leg is None:
             raise UnsupportedPairError(
                 f"no converter chain from {start} to {goal}",
