@@ -20,7 +20,6 @@ CSV_COLUMNS = (
     "model",
     "src",
     "dst",
-    "converter",
     "status",
     "route",
     "images",
@@ -32,6 +31,7 @@ CSV_COLUMNS = (
     "crash_reason",
     "reused",
     "run_dir",
+    "converter",  # last: the columns before it keep their places for existing readers
 )
 
 # Colour stops of the heat scale (ColorBrewer RdYlGn ends and middle), at t = sqrt(top-1 / 100):
@@ -81,7 +81,6 @@ def to_csv(report: TableReport) -> str:
                 c.model,
                 c.src,
                 c.dst,
-                c.converter,
                 c.status,
                 " -> ".join(c.route),
                 c.images,
@@ -93,6 +92,7 @@ def to_csv(report: TableReport) -> str:
                 crash.reason if crash else "",
                 "yes" if c.reused else "no",
                 c.run_dir,
+                c.converter,
             ]
         )
     return buffer.getvalue()

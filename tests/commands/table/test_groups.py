@@ -44,8 +44,9 @@ def test_groups_are_columns_of_their_own_in_every_view() -> None:
         header == "| src \\ dst | keras | tf | tflite | keras (onnx2keras) | tflite (onnx2keras) |"
     )
     rows = to_csv(report).splitlines()
-    assert rows[0].split(",")[:5] == ["model", "src", "dst", "converter", "status"]
-    assert rows[-1].split(",")[:5] == ["mobilenetv2", "tf", "tflite", "onnx2keras", "ok"]
+    assert rows[0].split(",")[-1] == "converter"
+    last = rows[-1].split(",")
+    assert (last[:4], last[-1]) == (["mobilenetv2", "tf", "tflite", "ok"], "onnx2keras")
 
 
 def test_an_unknown_tool_is_refused_before_anything_runs() -> None:
