@@ -68,11 +68,11 @@ def test_an_unknown_converter_names_the_known_ones() -> None:
 
 def test_a_named_converter_off_the_route_is_refused() -> None:
     with pytest.raises(ConvdiffError) as caught:
-        find_chain("keras", "tflite", options=ConvertOptions(converters=("onnx2torch",)))
-    # keras -> onnx -> torch, then back through onnx and keras: not a conversion anyone means
+        find_chain("keras", "tflite", options=ConvertOptions(converters=("torch-onnx",)))
+    # keras -> onnx -> torch, then back to onnx: not a conversion anyone means
     assert str(caught.value) == (
-        "--converter onnx2torch is not on any route from keras to tflite that passes each "
-        "framework once; it converts onnx -> torch"
+        "--converter torch-onnx is not on any route from keras to tflite that passes each "
+        "framework once; it converts torch -> onnx"
     )
 
 
