@@ -47,6 +47,17 @@ PACKAGES = ("onnx2tf", "tensorflow", "onnx")
 SAMPLE_DATA = "calibration_image_sample_data_20x128x128x3_float32.npy"
 SAMPLE_SEED = 0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_NODE_DUMP = re.compile(r" for '\{\{node [^}]*\}\} = [^']*'")  # TF's "for '{{node x}} = Op[...]'"
+# what onnx2tf prints after any failed node, whatever the cause (its utils.print_node_info)
+_ADVICE = (
+    "The trace log is below.",
+    "input_onnx_file_path:",
+    "onnx_op_name:",
+    "Read this and deal with it.",
+    "Alternatively, if the input OP has a dynamic dimension",
+    "If the input OP of ONNX before conversion is NHWC",
+    "Also, for models that include NonMaxSuppression",
+)
 
 
 @converter(
@@ -96,27 +107,51 @@ def _convert(src: Path, out_dir: Path, wanted: str) -> Path:
     images = np.random.default_rng(SAMPLE_SEED).random((20, 128, 128, 3), dtype=np.float32)
     np.save(work / SAMPLE_DATA, images)
     log_path = out_dir / "onnx2tf.log"
+    kept = _nhwc_inputs(model)
     try:
         with _tool_context(work, log_path):
             onnx2tf.convert(
                 input_onnx_file_path=str(model),
                 output_folder_path=str(saved_model),
+                keep_nwc_or_nhwc_or_ndhwc_input_names=kept or None,
                 non_verbose=True,
             )
     except SystemExit as exc:  # onnx2tf's way to give up, after its ERROR: lines
         raise RuntimeError(_reason(log_path) or f"onnx2tf exited with {exc.code}") from None
     except Exception as exc:
-        node = _failed_node(log_path)
-        where = f"at ONNX node {node}: " if node else ""
-        raise RuntimeError(f"{where}{type(exc).__name__}: {exc}") from exc
+        raise RuntimeError(_reason(log_path, _exception_text(exc))) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for written in saved_model.glob("*.tflite"):  # the SavedModel folder holds only itself
         written.replace(out_dir / written.name)
     if not (out_dir / wanted).is_file():
         raise RuntimeError(_reason(log_path) or f"onnx2tf wrote no {wanted}")
-    _record(out_dir)
+    _record(out_dir, kept)
     return out_dir / wanted
+
+
+def _nhwc_inputs(model: Path) -> list[str]:
+    """The image inputs the ONNX model already takes NHWC (``[N, 224, 224, 3]``).
+
+    onnx2tf takes every 4-D input for NCHW and moves its dimension 1 last; an NHWC input
+    then reaches the first Conv as ``[N, 224, 3, 224]`` and the conversion fails ("Depth
+    of input (230) is not a multiple of input depth of filter (3)", open_nsfw). Its advice
+    is ``-kat NAME`` (keep NHWC): convdiff gives it for every input whose shape says NHWC
+    (:func:`convdiff.frameworks.layout_of`), the rule convdiff feeds the source by.
+    """
+    import onnx
+
+    from convdiff.frameworks import layout_of
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    kept = []
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if value.name not in weights and len(shape) == 4 and layout_of(shape, "NCHW") == "NHWC":
+            kept.append(value.name)
+    return kept
 
 
 @contextlib.contextmanager
@@ -125,8 +160,9 @@ def _tool_context(work: Path, log_path: Path):
     onnx2tf's printed output into its log; all restored afterwards."""
     cwd, path = Path.cwd(), os.environ.get("PATH", "")
     bin_dir = Path(sys.executable).parent
-    if shutil.which("onnxsim", path=str(bin_dir)) is None:  # onnx2tf would skip it silently
-        raise RuntimeError(f"the onnx2tf environment has no onnxsim command in {bin_dir}")
+    onnxsim = bin_dir / "onnxsim"
+    if not _starts(onnxsim):  # onnx2tf would skip the simplification, saying nothing
+        raise RuntimeError(f"the onnx2tf environment cannot run {onnxsim}: rebuild it")
     os.chdir(work)
     os.environ["PATH"] = os.pathsep.join([str(bin_dir), path])
     try:
@@ -137,6 +173,15 @@ def _tool_context(work: Path, log_path: Path):
         os.environ["PATH"] = path
 
 
+def _starts(script: Path) -> bool:
+    """Whether a console script exists and names an interpreter that exists."""
+    if not script.is_file():
+        return False
+    with open(script, "rb") as handle:
+        first = handle.readline()
+    return not first.startswith(b"#!") or Path(first[2:].split()[0].decode()).exists()
+
+
 def _log_lines(log_path: Path) -> list[str]:
     if not log_path.is_file():
         return []
@@ -144,32 +189,35 @@ def _log_lines(log_path: Path) -> list[str]:
     return [_ANSI.sub("", line).strip() for line in text.splitlines()]
 
 
-def _reason(log_path: Path) -> str:
-    """onnx2tf's ERROR: lines, joined: its own words for why it stopped."""
-    errors = [
-        line.removeprefix("ERROR:").strip()
-        for line in _log_lines(log_path)
-        if line.startswith("ERROR:")
-    ]
-    return " ".join(e for e in errors if e)
+def _exception_text(exc: Exception) -> str:
+    """``Type: message`` on one line, without the parts of a TF layer error that repeat the
+    call (``Call arguments received ...``, the node's attribute dump)."""
+    text = str(exc).split("Call arguments received", 1)[0]
+    text = _NODE_DUMP.sub("", " ".join(line.strip() for line in text.splitlines() if line.strip()))
+    return f"{type(exc).__name__}: {text}"
 
 
-def _failed_node(log_path: Path) -> str:
-    """The ONNX node onnx2tf names when a node's conversion raised (``onnx_op_name: X``)."""
-    names = [
-        line.split("onnx_op_name:", 1)[1].strip()
-        for line in _log_lines(log_path)
-        if line.startswith("ERROR:") and "onnx_op_name:" in line
-    ]
-    return names[-1] if names else ""
+def _reason(log_path: Path, exc: str = "") -> str:
+    """onnx2tf's own words for why it stopped: its ERROR: lines less the advice it prints
+    after any failure, the ONNX node it names, and the exception it raised."""
+    lines = [line for line in _log_lines(log_path) if line.startswith("ERROR:")]
+    errors = [e for e in (line.removeprefix("ERROR:").strip() for line in lines) if e]
+    nodes = [e.split(":", 1)[1].strip() for e in errors if e.startswith("onnx_op_name:")]
+    said = [e for e in errors if not e.startswith(_ADVICE)]
+    parts = [*said, f"at ONNX node {nodes[-1]}" if nodes else ""]
+    if exc:
+        parts.append(f"({exc})")
+    return " ".join(p for p in parts if p)
 
 
-def _record(out_dir: Path) -> None:
-    """What the files do not say: which images onnx2tf checked its conversion on."""
+def _record(out_dir: Path, kept: list[str]) -> None:
+    """What the files do not say: the inputs kept NHWC, the images onnx2tf checked its
+    conversion on."""
     record = {
         "tool": "onnx2tf",
         "outputs": {"tflite": "model_float32.tflite", "tf": "saved_model"},
         "converted": "model.onnx (the source as onnxsim simplified it)",
+        "nhwc_inputs_kept": kept,
         "sample_images": f"20 seeded (seed {SAMPLE_SEED}) uniform [0, 1) images, 128x128, in "
         f"place of the {SAMPLE_DATA} onnx2tf downloads",
     }
