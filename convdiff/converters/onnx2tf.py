@@ -133,11 +133,11 @@ def _convert(src: Path, out_dir: Path, wanted: str) -> Path:
 def _nhwc_inputs(model: Path) -> list[str]:
     """The image inputs the ONNX model already takes NHWC (``[N, 224, 224, 3]``).
 
-    onnx2tf takes every 4-D input for NCHW and moves its dimension 1 last; an NHWC input
-    then reaches the first Conv as ``[N, 224, 3, 224]`` and the conversion fails ("Depth
-    of input (230) is not a multiple of input depth of filter (3)", open_nsfw). Its advice
-    is ``-kat NAME`` (keep NHWC): convdiff gives it for every input whose shape says NHWC
-    (:func:`convdiff.frameworks.layout_of`), the rule convdiff feeds the source by.
+    onnx2tf takes every 4-D input for NCHW and moves its dimension 1 last: open_nsfw's
+    ``[N, 224, 224, 3]`` input became ``[N, 224, 3, 224]`` (converted, but fed transposed
+    images). Its answer is ``-kt NAME`` (``keep_nwc_or_nhwc_or_ndhwc_input_names``):
+    convdiff passes it for every input whose shape says NHWC
+    (:func:`convdiff.frameworks.layout_of`, the rule it feeds the source by).
     """
     import onnx
 
