@@ -19,6 +19,7 @@ from onnx import helper
 
 from convdiff.cli import cli
 from convdiff.converters import edge, find_chain
+from convdiff.converters.onnx2tf import _nhwc_inputs
 from convdiff.core import envs
 from convdiff.core.cache import file_digest
 from convdiff.core.errors import ConvdiffError
@@ -102,6 +103,30 @@ def test_recipe_pins_what_onnx2tf_leaves_open() -> None:
     assert "tensorflow==2.19.0\n" in older and "numpy==1.26.4\n" in older
 
 
+def _nhwc_classifier(path: Path) -> Path:
+    """An ONNX classifier that takes NHWC images (as open_nsfw does): Transpose -> Conv ->
+    Relu -> GlobalAveragePool -> Flatten -> Gemm, seeded."""
+    rng = np.random.default_rng(1)
+    weights = {
+        "w": rng.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32),
+        "fc": rng.normal(0, 1.0, (5, 6)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc"], ["logits"], transB=1),
+    ]
+    return save_graph(path, nodes, "nhwc", ["batch", 16, 16, 3], "logits", ["batch", 5], weights)
+
+
+def test_inputs_already_nhwc_are_kept(tiny_onnx: Path, tmp_path: Path) -> None:
+    assert _nhwc_inputs(tiny_onnx) == []  # [1, 3, 16, 16]: onnx2tf makes it NHWC
+    assert _nhwc_inputs(_nhwc_classifier(tmp_path / "nhwc.onnx")) == ["input"]
+
+
 # -- conversions in the environment's worker ----------------------------------------------------
 
 
@@ -171,6 +196,22 @@ def test_onnx_to_tf_saved_model_runs_in_convdiffs_tf(
     source = _outputs(pool, "onnx", tiny_onnx, images)
     target = _outputs(pool, "tf", path, images)
     assert float(np.abs(source - target).max()) < 1e-6  # measured 1.2e-7
+
+
+@pytest.mark.workers
+def test_an_nhwc_model_keeps_its_input(
+    pool: WorkerPool, onnx2tf_env: envs.ToolEnv, images: Path, tmp_path: Path
+) -> None:
+    """Left to itself onnx2tf makes ``[N, 16, 16, 3]`` a ``[N, 16, 3, 16]`` input."""
+    source = _nhwc_classifier(tmp_path / "nhwc.onnx")
+    path = ok(_convert(pool, onnx2tf_env, "tflite", source, tmp_path / "out"))["path"]
+    assert ok(client.probe(pool, "tflite", path))["input_shape"] == [None, 16, 16, 3]
+    record = json.loads((tmp_path / "out" / "onnx2tf.json").read_text())
+    assert record["nhwc_inputs_kept"] == ["input"]
+    expected = _outputs(pool, "onnx", source, images)
+    got = _outputs(pool, "tflite", path, images)
+    assert expected.shape == got.shape == (4, 5)
+    assert float(np.abs(expected - got).max()) < 1e-5
 
 
 @pytest.mark.workers
