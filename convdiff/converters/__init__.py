@@ -84,6 +84,7 @@ _MODULES = (
     "onnx2keras",
     "keras_export",
     "litert_torch",
+    "onnx2tf",
 )
 
 
@@ -178,16 +179,24 @@ def find_chain(
         return _with_versions(transforms, options.tool_versions)
     edges = _usable_edges(chosen)
     chain = _through(edges, [src, *via, dst])
-    for info in chosen:
-        if info not in chain:  # a named tool off the shortest route: go through its edge
-            chain = _through(edges, [src, info.src]) + [info] + _through(edges, [info.dst, dst])
-            if via:
-                raise ConvdiffError(
-                    f"--converter {info.name} and --via {','.join(via)} choose different routes",
-                    "drop --via: the converter's own edge sets the route",
-                )
-    visited = [src, *(e.dst for e in chain)]
-    missing = [i.name for i in chosen if i not in chain or len(set(visited)) < len(visited)]
+    for name in dict.fromkeys(info.name for info in chosen):
+        if any(info.name == name for info in chain):
+            continue
+        # a named tool off the shortest route: go through one of its edges (a tool may serve
+        # several: onnx2tf converts onnx -> tflite and onnx -> tf), the shortest way
+        routes = [
+            route for info in chosen if info.name == name
+            if (route := _route_through(edges, src, info, dst)) is not None
+        ]  # fmt: skip
+        if routes and via:
+            raise ConvdiffError(
+                f"--converter {name} and --via {','.join(via)} choose different routes",
+                "drop --via: the converter's own edge sets the route",
+            )
+        if routes:
+            chain = min(routes, key=len)
+    names = dict.fromkeys(info.name for info in chosen)
+    missing = [name for name in names if not any(info.name == name for info in chain)]
     if missing:
         raise ConvdiffError(
             f"--converter {missing[0]} is not on any route from {src} to {dst} that passes "
@@ -195,6 +204,19 @@ def find_chain(
             f"it converts {_describe(missing[0])}",
         )
     return _with_versions(chain + transforms, options.tool_versions)
+
+
+def _route_through(
+    edges: dict[tuple[str, str], ConverterInfo], src: str, info: ConverterInfo, dst: str
+) -> list[ConverterInfo] | None:
+    """The shortest chain from ``src`` to ``dst`` that takes edge ``info``; None if none
+    does without converting back to a framework it left (onnx -> tflite -> onnx)."""
+    try:
+        route = _through(edges, [src, info.src]) + [info] + _through(edges, [info.dst, dst])
+    except UnsupportedPairError:
+        return None
+    visited = [src, *(hop.dst for hop in route)]
+    return route if len(set(visited)) == len(visited) else None
 
 
 def _chosen_tools(names: tuple[str, ...]) -> list[ConverterInfo]:

@@ -275,6 +275,7 @@ def _build(tool: str, version: str, folder: Path, on_tick: Tick) -> ToolEnv:
             "requirements": requirements.read_text(),
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _relocate_scripts(partial, folder)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     except BaseException:
@@ -286,6 +287,23 @@ def _build(tool: str, version: str, folder: Path, on_tick: Tick) -> ToolEnv:
     env = find_env(f"{tool}=={version}")
     assert env is not None
     return env
+
+
+def _relocate_scripts(partial: Path, folder: Path) -> None:
+    """Point the environment's scripts at the folder it is renamed to.
+
+    pip writes each console script with the absolute path of the interpreter it was
+    installed for (``#!.../onnx2tf-1.29.24.partial/bin/python``), and ``activate`` names the
+    folder too: after the rename such a script cannot start (onnx2tf runs ``onnxsim`` as a
+    command, and skips the simplification when it fails).
+    """
+    old, new = partial.name.encode(), folder.name.encode()
+    for script in (partial / "bin").iterdir():
+        if script.is_symlink() or not script.is_file() or script.stat().st_size > 1 << 20:
+            continue
+        data = script.read_bytes()
+        if old in data:
+            script.write_bytes(data.replace(old, new))
 
 
 def _run(command: list[str], log_path: Path) -> None:

@@ -7,6 +7,7 @@ tier (about a minute and 2 GB).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from convdiff.cli import cli
 from convdiff.core import envs
+from convdiff.core.envs import _relocate_scripts
 from convdiff.core.errors import ConvdiffError
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
@@ -106,3 +108,19 @@ def test_an_environment_is_built_once_and_runs_its_release(
         ok(client.infer(pool, "onnx", converted["path"], keras_cnn["inputs"], y))
     with np.load(y) as got, np.load(keras_cnn["reference"]) as want:
         assert np.abs(got["y"] - want["y"]).max() < 1e-5
+
+
+def test_scripts_name_the_folder_the_environment_is_renamed_to(tmp_path: Path) -> None:
+    """pip writes console scripts for the ``.partial`` folder a build happens in; after the
+    rename they must start the environment's own Python (onnx2tf runs ``onnxsim``)."""
+    partial, final = tmp_path / "onnx2tf-1.29.24.partial", tmp_path / "onnx2tf-1.29.24"
+    (partial / "bin").mkdir(parents=True)
+    script = partial / "bin" / "onnxsim"
+    script.write_text(f"#!{partial}/bin/python\nfrom onnxsim import main\n")
+    activate = partial / "bin" / "activate"
+    activate.write_text(f'VIRTUAL_ENV="{partial}"\nPS1="({partial.name}) $PS1"\n')
+    os.symlink("/usr/bin/python3", partial / "bin" / "python")  # a link is left alone
+    _relocate_scripts(partial, final)
+    assert script.read_text() == f"#!{final}/bin/python\nfrom onnxsim import main\n"
+    assert activate.read_text() == f'VIRTUAL_ENV="{final}"\nPS1="({final.name}) $PS1"\n'
+    assert os.readlink(partial / "bin" / "python") == "/usr/bin/python3"
