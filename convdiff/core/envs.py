@@ -35,6 +35,9 @@ from pathlib import Path
 from convdiff.core.errors import ConvdiffError
 
 MANIFEST = "convdiff-env.json"
+# Bump when the way an environment is built changes (2: console scripts relocated after the
+# rename), so environments built the old way are built again.
+BUILD_REVISION = 2
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9][A-Za-z0-9.+!_-]*))?$")
 _LIST_SCRIPT = (
     "import json, importlib.metadata as m; "
@@ -163,7 +166,8 @@ def find_env(name: str) -> ToolEnv | None:
         return None
     data = json.loads(manifest.read_text())
     tool, version = parse_requirement(name)
-    if data.get("requirements") != render_requirements(requirement_set(tool), version):
+    recipe = render_requirements(requirement_set(tool), version)
+    if data.get("requirements") != recipe or data.get("build_revision") != BUILD_REVISION:
         return None  # built from another recipe: ensure_env builds it again
     return ToolEnv(
         data["tool"],
@@ -273,6 +277,7 @@ def _build(tool: str, version: str, folder: Path, on_tick: Tick) -> ToolEnv:
             "packages": packages,
             "build_seconds": round(time.perf_counter() - started, 1),
             "requirements": requirements.read_text(),
+            "build_revision": BUILD_REVISION,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         _relocate_scripts(partial, folder)
