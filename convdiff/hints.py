@@ -30,7 +30,8 @@ HINTS: tuple[Hint, ...] = (
         "TFLiteConverter",
         r"'tf\.Mean' op is neither a custom op nor a flex op.*xi64>",
         "the Keras model reduces over int64 axes (onnx2keras keeps ONNX's int64 axes) and "
-        "TFLite's MEAN takes int32 axes only: a converter incompatibility no option removes",
+        "TFLite's MEAN takes int32 axes only; litert-torch avoids the route (the default for a "
+        "torch source; from ONNX, --converter litert-torch goes through onnx2torch)",
     ),
     Hint(
         "onnx2keras",

@@ -192,6 +192,18 @@ def torch_source(pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory) -> 
     return Path(ok(pool.call("torch", "tests.tiny.repair_frameworks:torch_source", out=str(out))))
 
 
+@pytest.fixture(scope="session")
+def litert_torch_worker() -> str:
+    """The worker kind of litert-torch's tool environment, built here once a session when it is
+    not yet (pip: about 2 minutes and 6.6 GB on this machine), reused from then on."""
+    from convdiff.converters import find_chain
+    from convdiff.core.envs import ensure_env
+
+    (hop,) = find_chain("torch", "tflite")
+    ensure_env(hop.env)
+    return hop.worker_kind
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_frameworks_in_test_process() -> Iterator[None]:
     yield

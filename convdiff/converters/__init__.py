@@ -83,6 +83,8 @@ _MODULES = (
     "onnx2torch",
     "onnx2keras",
     "keras_export",
+    "litert_torch",
+    "onnx2tf",
 )
 
 
@@ -157,7 +159,8 @@ def edge(src: str, dst: str, name: str | None = None) -> ConverterInfo:
 def find_chain(
     src: str, dst: str, via: tuple[str, ...] = (), options: ConvertOptions | None = None
 ) -> list[ConverterInfo]:
-    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order.
+    """Shortest chain of edges from ``src`` to ``dst`` passing through ``via`` in order; of two
+    equally short ones, the one that needs no tool environment built.
 
     ``options`` choose tools (``converters``: a named tool replaces the default tools of its
     edge and must be on the chain), their releases (``tool_versions``: such a hop runs in a
@@ -176,21 +179,44 @@ def find_chain(
         return _with_versions(transforms, options.tool_versions)
     edges = _usable_edges(chosen)
     chain = _through(edges, [src, *via, dst])
-    for info in chosen:
-        if info not in chain:  # a named tool off the shortest route: go through its edge
-            chain = _through(edges, [src, info.src]) + [info] + _through(edges, [info.dst, dst])
-            if via:
-                raise ConvdiffError(
-                    f"--converter {info.name} and --via {','.join(via)} choose different routes",
-                    "drop --via: the converter's own edge sets the route",
-                )
-    missing = [i.name for i in chosen if i not in chain]
+    for name in dict.fromkeys(info.name for info in chosen):
+        if any(info.name == name for info in chain):
+            continue
+        # a named tool off the shortest route: go through one of its edges (a tool may serve
+        # several: onnx2tf converts onnx -> tflite and onnx -> tf), the shortest way
+        routes = [
+            route for info in chosen if info.name == name
+            if (route := _route_through(edges, src, info, dst)) is not None
+        ]  # fmt: skip
+        if routes and via:
+            raise ConvdiffError(
+                f"--converter {name} and --via {','.join(via)} choose different routes",
+                "drop --via: the converter's own edge sets the route",
+            )
+        if routes:
+            chain = min(routes, key=len)
+    names = dict.fromkeys(info.name for info in chosen)
+    missing = [name for name in names if not any(info.name == name for info in chain)]
     if missing:
         raise ConvdiffError(
-            f"--converter {missing[0]} is not on any route from {src} to {dst}",
+            f"--converter {missing[0]} is not on any route from {src} to {dst} that passes "
+            "each framework once",
             f"it converts {_describe(missing[0])}",
         )
     return _with_versions(chain + transforms, options.tool_versions)
+
+
+def _route_through(
+    edges: dict[tuple[str, str], ConverterInfo], src: str, info: ConverterInfo, dst: str
+) -> list[ConverterInfo] | None:
+    """The shortest chain from ``src`` to ``dst`` that takes edge ``info``; None if none
+    does without converting back to a framework it left (onnx -> tflite -> onnx)."""
+    try:
+        route = _through(edges, [src, info.src]) + [info] + _through(edges, [info.dst, dst])
+    except UnsupportedPairError:
+        return None
+    visited = [src, *(hop.dst for hop in route)]
+    return route if len(set(visited)) == len(visited) else None
 
 
 def _chosen_tools(names: tuple[str, ...]) -> list[ConverterInfo]:
@@ -276,6 +302,13 @@ def _through(edges: dict[tuple[str, str], ConverterInfo], stops: list[str]) -> l
         if start == goal:
             continue
         leg = _shortest(edges, start, goal)
+        if leg is not None and any(info.env for info in leg):
+            # An equally short route in convdiff's own environment needs no environment built
+            # (minutes, gigabytes): onnx -> tflite stays onnx2keras + TFLiteConverter rather
+            # than onnx2torch + litert-torch, which only torch -> tflite shortens.
+            own = _shortest({k: v for k, v in edges.items() if not v.env}, start, goal)
+            if own is not None and len(own) == len(leg):
+                leg = own
         if leg is None:
             raise UnsupportedPairError(
                 f"no converter chain from {start} to {goal}",

@@ -35,6 +35,9 @@ from pathlib import Path
 from convdiff.core.errors import ConvdiffError
 
 MANIFEST = "convdiff-env.json"
+# Bump when the way an environment is built changes (2: console scripts relocated after the
+# rename), so environments built the old way are built again.
+BUILD_REVISION = 2
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9][A-Za-z0-9.+!_-]*))?$")
 _LIST_SCRIPT = (
     "import json, importlib.metadata as m; "
@@ -163,7 +166,8 @@ def find_env(name: str) -> ToolEnv | None:
         return None
     data = json.loads(manifest.read_text())
     tool, version = parse_requirement(name)
-    if data.get("requirements") != render_requirements(requirement_set(tool), version):
+    recipe = render_requirements(requirement_set(tool), version)
+    if data.get("requirements") != recipe or data.get("build_revision") != BUILD_REVISION:
         return None  # built from another recipe: ensure_env builds it again
     return ToolEnv(
         data["tool"],
@@ -273,8 +277,10 @@ def _build(tool: str, version: str, folder: Path, on_tick: Tick) -> ToolEnv:
             "packages": packages,
             "build_seconds": round(time.perf_counter() - started, 1),
             "requirements": requirements.read_text(),
+            "build_revision": BUILD_REVISION,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _relocate_scripts(partial, folder)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     except BaseException:
@@ -286,6 +292,23 @@ def _build(tool: str, version: str, folder: Path, on_tick: Tick) -> ToolEnv:
     env = find_env(f"{tool}=={version}")
     assert env is not None
     return env
+
+
+def _relocate_scripts(partial: Path, folder: Path) -> None:
+    """Point the environment's scripts at the folder it is renamed to.
+
+    pip writes each console script with the absolute path of the interpreter it was
+    installed for (``#!.../onnx2tf-1.29.24.partial/bin/python``), and ``activate`` names the
+    folder too: after the rename such a script cannot start (onnx2tf runs ``onnxsim`` as a
+    command, and skips the simplification when it fails).
+    """
+    old, new = partial.name.encode(), folder.name.encode()
+    for script in (partial / "bin").iterdir():
+        if script.is_symlink() or not script.is_file() or script.stat().st_size > 1 << 20:
+            continue
+        data = script.read_bytes()
+        if old in data:
+            script.write_bytes(data.replace(old, new))
 
 
 def _run(command: list[str], log_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The issue's four real commands and the dynamic-range comparison, end to end (slow).
+"""The issue's real commands and the dynamic-range comparison, end to end (slow).
 
 Real architectures, real converters, the embedded sample set; ImageNet weights where they are
 at hand (EfficientNet-Lite0 ships them), seeded BatchNorm-calibrated random weights otherwise.
@@ -55,7 +55,7 @@ def test_inceptionv3_tf_to_tflite_and_dynamic_range(tmp_path: Path, cache: Path)
         "tflite",
         convert=ConvertOptions(tflite_opt="dynamic-range"),
     )
-    assert quant.chain[0].options == {"tflite_opt": "dynamic-range"}
+    assert quant.chain[0].options == {"tflite_opt": "dynamic-range", "tflite_io": "float"}
     assert quant.source.cached  # the same source model was reused from the cache
     # int8 weights: the output difference is orders of magnitude above the float conversion's
     assert quant.max_abs_diff > 100 * plain.max_abs_diff
@@ -65,10 +65,40 @@ def test_inceptionv3_tf_to_tflite_and_dynamic_range(tmp_path: Path, cache: Path)
     assert saved["status"] == ("ok" if quant.top1_discrepancy == 0 else "discrepancy")
 
 
-def test_mobilenetv2_torch_to_tflite_reports_the_converter_crash(
+def test_mobilenetv2_torch_to_tflite_with_litert_torch(tmp_path: Path, cache: Path) -> None:
+    """The edge's default tool, one hop, in its own environment (built on first use)."""
+    report = _run(tmp_path, cache, "mobilenetv2", "torch", "tflite")
+    assert report.route == ["torch", "tflite"]
+    (hop,) = report.chain
+    assert (hop.tool, hop.converter) == ("litert-torch", "litert-torch")
+    assert hop.version == (
+        "litert-torch 0.10.0, torch 2.14.1, litert-converter 0.5.0, ai-edge-litert 2.3.0"
+    )
+    assert hop.environment is not None
+    assert (hop.environment["name"], hop.environment["tool_version"]) == (
+        "litert-torch==0.10.0",
+        "0.10.0",
+    )
+    assert hop.artifact is not None
+    assert (hop.artifact.input_shape, hop.artifact.layout) == ((1, 3, 224, 224), "NCHW")
+    assert (report.status, report.images) == ("ok", 16)
+    assert (report.top1_discrepancy, report.top5_discrepancy) == (0.0, 0.0)
+    assert report.max_abs_diff < 1e-5  # 5.4e-06 measured
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["chain"][0]["environment"]["name"] == "litert-torch==0.10.0"
+
+
+def test_mobilenetv2_torch_to_tflite_through_onnx2keras_reports_the_converter_crash(
     tmp_path: Path, cache: Path
 ) -> None:
-    report = _run(tmp_path, cache, "mobilenetv2", "torch", "tflite")
+    report = _run(
+        tmp_path,
+        cache,
+        "mobilenetv2",
+        "torch",
+        "tflite",
+        convert=ConvertOptions(converters=("onnx2keras",)),
+    )
     assert report.route == ["torch", "onnx", "keras", "tflite"]
     assert _hops(report) == [
         ("torch", "onnx", "torch.onnx.export"),

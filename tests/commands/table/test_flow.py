@@ -91,18 +91,18 @@ def test_table_cells_csv_and_json(tiny_table) -> None:
     assert rows[0] == [
         "model", "src", "dst", "status", "route", "images", "top1_discrepancy",
         "top5_discrepancy", "max_abs_diff", "crash_stage", "crash_tool", "crash_reason",
-        "reused", "run_dir",
+        "reused", "run_dir", "converter",
     ]  # fmt: skip
     diffs = [row.pop(8) for row in rows[1:]]
     assert rows[1:] == [
         ["tiny", "onnx", "torch", "ok", "onnx -> torch", "2", "0.0", "0.0",
-         "", "", "", "no", "cells/tiny/onnx-torch"],
+         "", "", "", "no", "cells/tiny/onnx-torch", ""],
         ["tiny", "onnx", "keras", "ok", "onnx -> keras", "2", "0.0", "0.0",
-         "", "", "", "no", "cells/tiny/onnx-keras"],
+         "", "", "", "no", "cells/tiny/onnx-keras", ""],
         ["reduce18", "onnx", "torch", "crash", "onnx -> torch", "2", "", "",
-         "convert", "onnx2torch", CRASH_REASON, "no", "cells/reduce18/onnx-torch"],
+         "convert", "onnx2torch", CRASH_REASON, "no", "cells/reduce18/onnx-torch", ""],
         ["reduce18", "onnx", "keras", "ok", "onnx -> keras", "2", "0.0", "0.0",
-         "", "", "", "no", "cells/reduce18/onnx-keras"],
+         "", "", "", "no", "cells/reduce18/onnx-keras", ""],
     ]  # fmt: skip
     assert diffs[2] == ""
     table = read_table(out)
