@@ -8,9 +8,13 @@ break reshapes baked into the graph.
 
 A full-integer model may take and give integers (``--tflite-io int8|uint8``): the float images
 are quantized with the input tensor's own scale and zero point (``round(x / scale) + zero``,
-rounded half away from zero as TFLite's QUANTIZE kernel does, clipped to the type's range), and
+clipped to the type's range), and
 integer outputs are dequantized with the output's (``(q - zero) * scale``), so every runtime's
-outputs compare with the source's on the same scale.
+outputs compare with the source's on the same scale. Ties round to even, as LiteRT's own
+QUANTIZE op does here (XNNPACK; TFLite's reference kernel rounds them away from zero): images
+preprocessed as ``k / 127.5 - 1`` land exactly halfway between two steps of a 1/127.5 scale for
+a fifth of their pixels, and rounding those another way changed 12% of MobileNetV2's labels
+against the same model with a float input.
 """
 
 from __future__ import annotations
@@ -70,8 +74,7 @@ def quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     if dtype.kind not in "iu" or not scale:
         return np.ascontiguousarray(x, dtype=dtype)
     info = np.iinfo(dtype)
-    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero  # half away from zero, as TFLite rounds
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero  # ties to even
     return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
 
 

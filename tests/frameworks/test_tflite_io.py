@@ -17,9 +17,9 @@ def test_images_are_rounded_onto_the_inputs_grid_and_clipped() -> None:
     assert quantize(x, INT8).tolist() == [-3, -3, -2, -5, 127, -128]
     assert quantize(x, INT8).dtype == np.int8
     assert quantize(x, UINT8).tolist() == [128, 129, 129, 124, 255, 0]
-    # ties go away from zero, as TFLite's QUANTIZE kernel rounds (numpy rounds them to even)
+    # ties go to even, as LiteRT's QUANTIZE op (XNNPACK) rounds them
     ties = np.array([0.25, -0.25, 0.75, -0.75], dtype=np.float32)
-    assert quantize(ties, INT8).tolist() == [-2, -4, -1, -5]
+    assert quantize(ties, INT8).tolist() == [-3, -3, -1, -5]
 
 
 def test_integer_outputs_are_read_on_the_outputs_grid() -> None:
