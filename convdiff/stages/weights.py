@@ -36,6 +36,11 @@ from convdiff.stages.findings import Finding, jsonable
 
 REL_TOL = 1e-5  # float32 rounding of BatchNorm folding stays far below this
 EXACT = 1e-6  # relative tolerance of "equal after ..." tests
+# a full-integer layer computes in int8 end to end: its float weights alone cannot be put back
+FALLBACK_FIX = (
+    "run this layer in float (convdiff repair's float fallback), or convert without "
+    "full-integer quantization (--tflite-opt dynamic-range keeps float activations)"
+)
 
 
 def run(ctx: StageContext) -> list[Finding]:
@@ -80,8 +85,7 @@ def activation_finding(ctx: StageContext, la: Layer, lb: Layer, details: dict[st
                 **details,
             }
         ),
-        "run this layer in float (convdiff repair's float fallback), or convert without "
-        "full-integer quantization (--tflite-opt dynamic-range keeps float activations)",
+        FALLBACK_FIX,
         share,
     )
 
@@ -149,7 +153,7 @@ def compare_param(ctx: StageContext, la: Layer, lb: Layer, name: str) -> Finding
             "precision",
             f"precision lost: {label} (max abs {stats['max_abs']:.3g}, "
             f"max rel {stats['max_rel']:.3g}){_activations_note(extra)}",
-            _precision_fix(label),
+            FALLBACK_FIX if "output_scale" in extra else _precision_fix(label),
             grid=label,
             **extra,
             **stats,
