@@ -112,8 +112,9 @@ def repair_run(
             output=result.output if result.status in ("repaired", "improved") else "",
             patch=result.patch,
             before=result.verify.get("before", {}),
-            after=result.verify.get("after", {}),
+            after=result.after(),
             passes=result.passes,
+            fallback=result.fallback,
         ),
     )
 

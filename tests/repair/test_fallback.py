@@ -138,3 +138,42 @@ def test_a_target_that_agrees_or_has_nothing_quantized_is_left_alone(
     _, run = _runner(fmt)
     result = search(_context(tmp_path), fmt, _measure(_quantized(fmt)), run, _measure)
     assert result.trials == [] and result.layers == []
+
+
+def test_reports_give_the_fallbacks_result() -> None:
+    from convdiff.commands.repair.render import summary
+    from convdiff.commands.repair.types import RepairReport
+    from convdiff.commands.run.render import repair_lines
+    from convdiff.commands.run.types import RepairSummary
+
+    fallback = {
+        "quantized_layers": 65,
+        "float_layers": 3,
+        "layers": ["a", "b", "c"],
+        "measure": "double",
+        "top1_before": 81.25,
+        "top1_after": 0.0,
+        "max_abs_diff_before": 2.6e-3,
+        "max_abs_diff_after": 2.6e-5,
+        "size_before": 3_995_104,
+        "size_after": 4_559_784,
+        "trials": [{"layers": 3, "top1_discrepancy": 0.0, "max_abs_diff": 2.6e-5, "file": "f"}],
+    }
+    before = {"top1_discrepancy": 81.25, "max_abs_diff": 2.6e-3}
+    report = RepairReport(
+        "s", "t.tflite", "o.tflite", "out", status="repaired", fallback=fallback,
+        verify={"before": before, "after": before, "steps": []},
+    )  # fmt: skip
+    assert report.after() == {"top1_discrepancy": 0.0, "max_abs_diff": 2.6e-5}
+    assert report.exit_code == 0
+    text = summary(report).splitlines()
+    assert "after: top-1 discrepancy 0.0%, max |diff| 2.6e-05; 0 native inference passes over " \
+        "the images" in text  # fmt: skip
+    assert (
+        "float fallback (double): 3 of 65 quantized layers run in float; top-1 discrepancy "
+        "81.25% -> 0.0%, max |diff| 0.0026 -> 2.6e-05; size 4.00 MB -> 4.56 MB"
+    ) in text
+    lines = repair_lines(RepairSummary("repaired", before=before, after=report.after(),
+                                       fallback=fallback))  # fmt: skip
+    assert lines[1] == "  float fallback: 3 of 65 quantized layers run in float; size 4.00 MB" \
+        " -> 4.56 MB"  # fmt: skip

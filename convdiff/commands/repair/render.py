@@ -8,7 +8,7 @@ from convdiff.commands.repair.types import RepairReport
 
 
 def summary(report: RepairReport) -> str:
-    before, after = report.verify.get("before", {}), report.verify.get("after", {})
+    before, after = report.verify.get("before", {}), report.after()
     lines = [
         f"convdiff repair {Path(report.target).name} against {Path(report.source).name}: "
         f"{report.status}",

@@ -41,6 +41,17 @@ class RepairReport(JsonResult):
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def after(self) -> dict[str, Any]:
+        """Agreement after the repair: the float fallback's when it kept layers in float, else
+        the verified patch's."""
+        fallback = self.fallback
+        if fallback and fallback.get("float_layers"):
+            return {
+                "top1_discrepancy": fallback["top1_after"],
+                "max_abs_diff": fallback["max_abs_diff_after"],
+            }
+        return dict(self.verify.get("after", {}))
+
     @property
     def exit_code(self) -> int:
         """0 the target agrees with the source (repaired, or already), 1 a discrepancy

@@ -216,6 +216,13 @@ def repair_lines(repair: RepairSummary | None) -> list[str]:
         f"{after.get('max_abs_diff', 0):.3g} ({repair.passes.get('native', 0)} "
         "inference passes)"
     ]
+    fallback = repair.fallback
+    if fallback.get("float_layers"):
+        lines.append(
+            f"  float fallback: {fallback['float_layers']} of {fallback['quantized_layers']} "
+            f"quantized layers run in float; size {fallback['size_before'] / 1e6:.2f} MB -> "
+            f"{fallback['size_after'] / 1e6:.2f} MB"
+        )
     if repair.output:
         lines.append(f"  repaired model: {repair.output}")
     lines.append(f"  patch: {repair.patch}")

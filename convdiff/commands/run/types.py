@@ -103,6 +103,7 @@ class RepairSummary:
     after: dict[str, Any] = field(default_factory=dict)
     passes: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    fallback: dict[str, Any] = field(default_factory=dict)  # a quantized target's float fallback
 
 
 @dataclass
