@@ -83,6 +83,7 @@ _MODULES = (
     "onnx2torch",
     "onnx2keras",
     "keras_export",
+    "ort_quantize",
 )
 
 
