@@ -29,6 +29,12 @@ from convdiff.core.options import TFLITE_OPTS
     help="Feed each target the source's tensor, or its own framework's customary one.",
 )
 @click.option("--tflite-opt", type=click.Choice(TFLITE_OPTS), default="none", show_default=True)
+@click.option(
+    "--converters",
+    default="",
+    help="Converter tools that get a column group of their own, e.g. onnx2tf,litert-torch "
+    "(each target column again, converted with that tool where it is on the route).",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Table folder (resumable).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -64,6 +70,7 @@ def command(ctx: click.Context, models: str, frameworks: str, quiet: bool, **opt
         seed=options["seed"],
         **shared.images(options),
         tflite_opt=options["tflite_opt"],
+        converters=shared.split(str(options["converters"])),
         cache_dir=options["cache_dir"],
         timeout=options["timeout"],
         localize=bool(options["localize"]) or options["localize_above"] is not None,

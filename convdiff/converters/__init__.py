@@ -185,10 +185,12 @@ def find_chain(
                     f"--converter {info.name} and --via {','.join(via)} choose different routes",
                     "drop --via: the converter's own edge sets the route",
                 )
-    missing = [i.name for i in chosen if i not in chain]
+    visited = [src, *(e.dst for e in chain)]
+    missing = [i.name for i in chosen if i not in chain or len(set(visited)) < len(visited)]
     if missing:
         raise ConvdiffError(
-            f"--converter {missing[0]} is not on any route from {src} to {dst}",
+            f"--converter {missing[0]} is not on any route from {src} to {dst} that passes "
+            "each framework once",
             f"it converts {_describe(missing[0])}",
         )
     return _with_versions(chain + transforms, options.tool_versions)

@@ -377,7 +377,8 @@ def test_timm_names_in_a_table_plan() -> None:
 
     blocks = plan(TableConfig(models=("timm:test_vit",), frameworks=("torch", "onnx")))
     assert [(b.name, b.kind, b.sources) for b in blocks] == [("timm:test_vit", "zoo", ("torch",))]
-    assert [c.run_dir for c in _cells(blocks)] == ["cells/timm-test_vit/torch-onnx"]
+    config = TableConfig(models=("timm:test_vit",), frameworks=("torch", "onnx"))
+    assert [c.run_dir for c in _cells(config, blocks)] == ["cells/timm-test_vit/torch-onnx"]
 
 
 def test_timm_weights_without_the_hub_use_torch_hub(

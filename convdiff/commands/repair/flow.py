@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,10 @@ from convdiff.core.trust import trust_env
 from convdiff.frameworks import framework
 from convdiff.inputs.source import resolve_source
 from convdiff.repair.appliers.apply import apply_edits, check_output
+from convdiff.repair.fallback import FallbackContext, FallbackResult, format_module, search
 from convdiff.repair.patch import FORMATS, diff_view
 from convdiff.repair.plan import plan
-from convdiff.repair.verify import agreement, to_json, verify
+from convdiff.repair.verify import Agreement, agreement, to_json, verify
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.findings import STAGES
@@ -86,8 +88,23 @@ def repair(
             "native": 3 if runs.outputs("target-own").exists() else 2,
             "tvm": runs.tvm_runs(),
         }
+        fallback_ctx = FallbackContext(
+            source=Path(report.source),
+            source_framework=source.framework,
+            target=target.file,
+            images=runs.x_source,
+            pool=pool,
+            work=out / "fallback",
+            findings=found.findings,
+            layout=str(found.runs.get("source", {}).get("layout") or "NHWC"),
+        )
+        fallback_fmt = format_module(fmt)
+        quantized = fallback_fmt.quantized_layers(fallback_ctx) if fallback_fmt else 0
+        # a quantized target's precision findings are what the float fallback weighs: patching
+        # them would restore every layer's float weights
+        findings = [f for f in found.findings if not (quantized and f.kind == "precision")]
         with progress.step("planning the patch"):
-            patch = plan(found.context, found.findings, Path(report.source), target.file, fmt, pool)
+            patch = plan(found.context, findings, Path(report.source), target.file, fmt, pool)
         y_src = _outputs(runs.outputs("source"))
         names = [f"image-{i}" for i in range(len(y_src))]  # metrics only: no listing
         before = agreement(y_src, _outputs(runs.outputs("target")), names)
@@ -113,6 +130,24 @@ def repair(
             apply_edits(
                 fmt, target.file, [*result.kept, *preprocessing], patch.tensors, config.output, pool
             )
+        if quantized:
+            assert fallback_fmt is not None
+            if result.kept:  # the fallback starts from the patched file
+                fallback_ctx.target = Path(result.final_file)
+            fallback = _fall_back(
+                fallback_ctx,
+                fallback_fmt,
+                fmt,
+                result.after,
+                y_src,
+                localize_config.batch_size,
+                progress,
+            )
+            fallback.size_before = target.file.stat().st_size
+            if fallback.layers:
+                shutil.copyfile(fallback.final_file, config.output)
+            report.fallback = fallback.to_json()
+            report.passes["native"] += fallback.passes
     report.passes["native"] += result.passes
     verified = replace(
         patch,
@@ -125,19 +160,45 @@ def repair(
     report.edits = diff_view(verified, verified.tensors).splitlines()
     report.verify = to_json(result)
     report.notes = list(verified.notes)
-    report.status = _status(result, bool(found.faults))
+    report.status = _status(result, bool(found.faults), report.fallback)
     report.seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     report.write(out / "repair.json")
     write_atomic(out / "repair.md", to_markdown(report))
     return report
 
 
-def _status(result: Any, had_faults: bool) -> str:
+def _status(result: Any, had_faults: bool, fallback: dict[str, Any]) -> str:
+    if fallback:  # a quantized target: its labels are what the fallback brings back
+        if fallback["top1_before"] == 0 and not result.kept:
+            return "nothing_to_repair"
+        if fallback["float_layers"]:
+            return "repaired" if fallback["top1_after"] == 0 else "improved"
     if not had_faults and result.before.agrees:
         return "nothing_to_repair"
     if not result.kept:
         return "unchanged"
     return "repaired" if result.after.agrees else "improved"
+
+
+def _fall_back(
+    ctx: FallbackContext,
+    module: Any,
+    fmt: str,
+    before: Agreement,
+    y_src: np.ndarray,
+    batch_size: int,
+    progress: Progress,
+) -> FallbackResult:
+    """Search the fewest layers to run in float (:mod:`convdiff.repair.fallback`)."""
+    names = [f"image-{i}" for i in range(len(y_src))]
+
+    def run(path: Path) -> np.ndarray:
+        return _infer(ctx.pool, fmt, path, ctx.images, batch_size)
+
+    def measure(y: np.ndarray) -> Agreement:
+        return agreement(y_src, y, names)
+
+    return search(ctx, fmt, before, run, measure, progress.step)
 
 
 def _infer(pool: WorkerPool, fmt: str, path: Path, inputs: Path, batch_size: int) -> np.ndarray:

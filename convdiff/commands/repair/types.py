@@ -36,6 +36,8 @@ class RepairReport(JsonResult):
     edits: list[str] = field(default_factory=list)  # the diff view of the verified patch
     verify: dict[str, Any] = field(default_factory=dict)  # before, after, steps, passes
     passes: dict[str, int] = field(default_factory=dict)  # inference passes over the images
+    # a quantized target's float fallback (repair.fallback.FallbackResult.to_json); {} otherwise
+    fallback: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -43,6 +45,9 @@ class RepairReport(JsonResult):
     def exit_code(self) -> int:
         """0 the target agrees with the source (repaired, or already), 1 a discrepancy
         remains."""
+        if self.fallback:  # a quantized model keeps its rounding: its labels are the verdict
+            top1 = self.fallback["top1_after" if self.fallback["float_layers"] else "top1_before"]
+            return 0 if top1 == 0 else 1
         return 0 if self.verify.get("after", {}).get("agrees") else 1
 
 

@@ -35,7 +35,7 @@ from convdiff.commands.table.schedule import (
     run_jobs,
 )
 from convdiff.commands.table.types import Cell, CellCrash, ModelBlock, TableConfig, TableReport
-from convdiff.converters import find_chain
+from convdiff.converters import converter_names, find_chain
 from convdiff.core.cache import file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.jsonio import write_atomic
@@ -67,6 +67,13 @@ def plan(config: TableConfig) -> list[ModelBlock]:
     if config.tflite_opt not in TFLITE_OPTS:
         raise ConvdiffError(f"unknown --tflite-opt {config.tflite_opt!r}", f"use {TFLITE_OPTS}")
     targets = tuple(dict.fromkeys(config.frameworks))
+    known = converter_names()
+    unknown = [name for name in config.converters if name not in known]
+    if unknown:
+        raise ConvdiffError(
+            f"unknown converter {unknown[0]!r} in --converters", f"use any of: {', '.join(known)}"
+        )
+    groups = ("", *dict.fromkeys(config.converters))
     blocks: list[ModelBlock] = []
     for model in config.models:
         from convdiff.zoo import is_zoo_name, zoo_model
@@ -80,10 +87,12 @@ def plan(config: TableConfig) -> list[ModelBlock]:
                     f"--frameworks {','.join(targets)}",
                     f"add one of {', '.join(offered)} to --frameworks",
                 )
-            blocks.append(ModelBlock(model, model, "zoo", sources, targets))
+            blocks.append(ModelBlock(model, model, "zoo", sources, targets, groups))
         else:
             source = resolve_source(model, None)
-            blocks.append(ModelBlock(source.name, model, "file", (source.framework,), targets))
+            blocks.append(
+                ModelBlock(source.name, model, "file", (source.framework,), targets, groups)
+            )
     names = [b.name for b in blocks]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -117,7 +126,7 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
         memory_budget_gb=budget,
     )
     given = {block.name: block.model for block in blocks}  # name -> the model as given
-    cells = {c.key: c for c in _cells(blocks)}
+    cells = {c.key: c for c in _cells(config, blocks)}
     log = _ProgressLog(len(cells), config.jobs, stream or sys.stderr, quiet)
     stop = threading.Event()
     work: list[Job[Cell]] = []
@@ -163,37 +172,48 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
 
 
 def _options(config: TableConfig) -> dict[str, Any]:
-    keep = ("preprocess", "weights", "seed", "data", "labels", "limit", "tflite_opt")
+    keep = ("preprocess", "weights", "seed", "data", "labels", "limit", "tflite_opt", "converters")
     values = asdict(config)
     return {k: str(values[k]) if isinstance(values[k], Path) else values[k] for k in keep}
 
 
-def _cells(blocks: list[ModelBlock]) -> list[Cell]:
-    """Every cell in table order: model blocks, source rows, target columns, no diagonal."""
+def _cells(config: TableConfig, blocks: list[ModelBlock]) -> list[Cell]:
+    """Every cell in table order: model blocks, column groups, source rows, target columns, no
+    diagonal. A tool's group holds the cells whose route can go through that tool."""
     cells = []
     for block in blocks:
-        for src in block.sources:
-            for dst in block.targets:
-                if src == dst:
-                    continue
-                chain = find_chain(src, dst)
-                tools = [edge.tool for edge in chain]
-                cells.append(
-                    Cell(
-                        block.name,
-                        src,
-                        dst,
-                        route=(src, *(edge.dst for edge in chain)),
-                        estimate_gb=estimate_gb(block.name, tools, block.kind == "file"),
-                        run_dir=f"cells/{block.name.replace(':', '-')}/{src}-{dst}",
+        for group in block.converters:
+            for src in block.sources:
+                for dst in block.targets:
+                    if src == dst:
+                        continue
+                    try:
+                        chain = find_chain(src, dst, (), config.convert_options(group))
+                    except ConvdiffError:
+                        if not group:
+                            raise
+                        continue  # the tool converts neither from src nor to dst
+                    tools = [edge.tool for edge in chain]
+                    folder = f"{src}-{dst}" + (f"-{group}" if group else "")
+                    cells.append(
+                        Cell(
+                            block.name,
+                            src,
+                            dst,
+                            route=(src, *(edge.dst for edge in chain)),
+                            estimate_gb=estimate_gb(block.name, tools, block.kind == "file"),
+                            run_dir=f"cells/{block.name.replace(':', '-')}/{folder}",
+                            converter=group,
+                        )
                     )
-                )
     return cells
 
 
 def _fingerprint(config: TableConfig, model: str, cell: Cell, out: Path) -> str:
     """What decides a cell's result: its run options and, for a file, the file's bytes."""
-    options = asdict(config.run_config(model, cell.src, cell.dst, out / cell.run_dir))
+    options = asdict(
+        config.run_config(model, cell.src, cell.dst, out / cell.run_dir, cell.converter)
+    )
     for volatile in ("out", "cache_dir", "use_cache", "timeout"):
         options.pop(volatile)
     digest = file_digest(Path(model)) if Path(model).exists() else ""
@@ -231,7 +251,7 @@ def _run_cell(
     own_dir(folder)  # empties what an interrupted attempt left (only if convdiff made it)
     fingerprint = _fingerprint(config, model, cell, out)
     write_atomic(folder / CELL_FILE, json.dumps({"fingerprint": fingerprint, "seconds": None}))
-    run_config = config.run_config(model, cell.src, cell.dst, folder)
+    run_config = config.run_config(model, cell.src, cell.dst, folder, cell.converter)
     started = time.perf_counter()
     try:
         report = run(run_config, Progress(enabled=False))

@@ -13,13 +13,14 @@ import io
 import math
 from pathlib import Path
 
-from convdiff.commands.table.types import Cell, ModelBlock, TableReport
+from convdiff.commands.table.types import Cell, ModelBlock, TableReport, column_label
 from convdiff.core.jsonio import write_atomic
 
 CSV_COLUMNS = (
     "model",
     "src",
     "dst",
+    "converter",
     "status",
     "route",
     "images",
@@ -80,6 +81,7 @@ def to_csv(report: TableReport) -> str:
                 c.model,
                 c.src,
                 c.dst,
+                c.converter,
                 c.status,
                 " -> ".join(c.route),
                 c.images,
@@ -129,24 +131,26 @@ def to_markdown(report: TableReport) -> str:
     ]
     for block in report.blocks:
         title = block.name if block.kind == "zoo" else f"{block.name} ({block.model})"
-        lines += [f"### {title}", "", f"| src \\ dst | {' | '.join(block.targets)} |"]
-        lines.append("|---" * (len(block.targets) + 1) + "|")
+        columns = report.columns(block)
+        labels = [column_label(dst, group) for dst, group in columns]
+        lines += [f"### {title}", "", f"| src \\ dst | {' | '.join(labels)} |"]
+        lines.append("|---" * (len(columns) + 1) + "|")
         for src in block.sources:
             row = []
-            for dst in block.targets:
-                cell = report.cell(block.name, src, dst)
+            for dst, group in columns:
+                cell = report.cell(block.name, src, dst, group)
                 row.append("—" if src == dst or cell is None else _short(cell))
             lines.append(f"| **{src}** | {' | '.join(row)} |")
         problems = [c for c in _block_cells(report, block) if c.crash or c.status == "error"]
         if problems:
             lines.append("")
             lines += [
-                f"- {c.src} -> {c.dst}: {cell_summary(c).replace('|', '/')}" for c in problems
+                f"- {c.src} -> {c.column}: {cell_summary(c).replace('|', '/')}" for c in problems
             ]
         located = [c for c in _block_cells(report, block) if c.top_finding]
         if located:
             lines.append("")
-            lines += [f"- {c.src} -> {c.dst} top finding: {c.top_finding}" for c in located]
+            lines += [f"- {c.src} -> {c.column} top finding: {c.top_finding}" for c in located]
         lines.append("")
     if report.reused:
         lines.append(f"Reused from an earlier invocation: {len(report.reused)} cells.")
@@ -247,16 +251,17 @@ def _legend() -> str:
 
 
 def _html_block(report: TableReport, block: ModelBlock) -> str:
-    head = "".join(f"<th>{html.escape(dst)}</th>" for dst in block.targets)
+    columns = report.columns(block)
+    head = "".join(f"<th>{html.escape(column_label(dst, group))}</th>" for dst, group in columns)
     rows = []
     for src in block.sources:
         tds = "".join(
-            _html_cell(report.cell(block.name, src, dst), src, dst) for dst in block.targets
+            _html_cell(report.cell(block.name, src, dst, group), src, dst) for dst, group in columns
         )
         rows.append(f'<tr><th class="row">{html.escape(src)}</th>{tds}</tr>')
     crashes = [c for c in _block_cells(report, block) if c.crash or c.status == "error"]
     notes = "".join(
-        f"<li>{html.escape(c.src)} → {html.escape(c.dst)}: {html.escape(cell_summary(c))}</li>"
+        f"<li>{html.escape(c.src)} → {html.escape(c.column)}: {html.escape(cell_summary(c))}</li>"
         for c in crashes
     )
     title = block.name if block.kind == "zoo" else f"{block.name} ({block.model})"

@@ -29,6 +29,9 @@ class TableConfig:
     labels: Path | None = None
     limit: int | None = None
     tflite_opt: str = "none"
+    # converter tools that get a column group of their own (--converters): each target column
+    # is run again with the tool named, where the tool is on the route
+    converters: tuple[str, ...] = ()
     cache_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     localize: bool = False  # name the top finding of each discrepancy cell (stages.ranking)
@@ -44,7 +47,15 @@ class TableConfig:
         bound, diff = self.localize_above, cell.max_abs_diff
         return bound is not None and diff is not None and diff > bound
 
-    def run_config(self, model: str, src: str, dst: str, out: Path) -> RunConfig:
+    def convert_options(self, converter: str = "") -> ConvertOptions:
+        """The cells' converter options; ``converter`` names the column group's tool."""
+        return ConvertOptions(
+            tflite_opt=self.tflite_opt, converters=(converter,) if converter else ()
+        )
+
+    def run_config(
+        self, model: str, src: str, dst: str, out: Path, converter: str = ""
+    ) -> RunConfig:
         return RunConfig(
             model=model,
             src=src,
@@ -52,7 +63,7 @@ class TableConfig:
             weights=self.weights,
             seed=self.seed,
             **asdict(group_of(ImageOptions, self)),
-            convert=ConvertOptions(tflite_opt=self.tflite_opt),
+            convert=self.convert_options(converter),
             out=out,
             cache_dir=self.cache_dir,
             timeout=self.timeout,
@@ -93,10 +104,17 @@ class Cell:
     estimate_gb: float = 0.0  # the scheduler's peak-memory estimate
     run_dir: str = ""  # the cell's run folder, relative to the table folder
     top_finding: str = ""  # --localize: the top finding, "localize: no finding" or its failure
+    converter: str = ""  # the column group's tool ("": the default tools)
 
     @property
     def key(self) -> str:
-        return f"{self.model}/{self.src}-{self.dst}"
+        group = f"@{self.converter}" if self.converter else ""
+        return f"{self.model}/{self.src}-{self.dst}{group}"
+
+    @property
+    def column(self) -> str:
+        """The target column's label: ``tflite``, or ``tflite (onnx2tf)`` in a tool's group."""
+        return column_label(self.dst, self.converter)
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ class ModelBlock:
     kind: str  # zoo | file
     sources: tuple[str, ...]
     targets: tuple[str, ...]
+    converters: tuple[str, ...] = ("",)  # column groups: "" the default tools, then --converters
 
 
 @dataclass
@@ -127,8 +146,20 @@ class TableReport(JsonResult):
     seconds: float = 0.0  # wall time of this invocation
     notes: list[str] = field(default_factory=list)
 
-    def cell(self, model: str, src: str, dst: str) -> Cell | None:
-        return next((c for c in self.cells if (c.model, c.src, c.dst) == (model, src, dst)), None)
+    def cell(self, model: str, src: str, dst: str, converter: str = "") -> Cell | None:
+        wanted = (model, src, dst, converter)
+        return next((c for c in self.cells if (c.model, c.src, c.dst, c.converter) == wanted), None)
+
+    def columns(self, block: ModelBlock) -> list[tuple[str, str]]:
+        """A block's target columns as (dst, converter): the default group, then each tool's
+        columns that hold a cell (a tool serves only some targets)."""
+        return [
+            (dst, group)
+            for group in block.converters
+            for dst in block.targets
+            if not group
+            or any((c.model, c.dst, c.converter) == (block.name, dst, group) for c in self.cells)
+        ]
 
     def __bool__(self) -> bool:
         return self.exit_code == 0
@@ -145,4 +176,16 @@ class TableReport(JsonResult):
         return super().to_json() + "\n"  # table.json has always ended with a newline
 
 
-__all__ = ["SCHEMA_VERSION", "Cell", "CellCrash", "ModelBlock", "TableConfig", "TableReport"]
+def column_label(dst: str, converter: str) -> str:
+    return f"{dst} ({converter})" if converter else dst
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "column_label",
+    "Cell",
+    "CellCrash",
+    "ModelBlock",
+    "TableConfig",
+    "TableReport",
+]

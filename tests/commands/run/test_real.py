@@ -55,7 +55,7 @@ def test_inceptionv3_tf_to_tflite_and_dynamic_range(tmp_path: Path, cache: Path)
         "tflite",
         convert=ConvertOptions(tflite_opt="dynamic-range"),
     )
-    assert quant.chain[0].options == {"tflite_opt": "dynamic-range"}
+    assert quant.chain[0].options == {"tflite_opt": "dynamic-range", "tflite_io": "float"}
     assert quant.source.cached  # the same source model was reused from the cache
     # int8 weights: the output difference is orders of magnitude above the float conversion's
     assert quant.max_abs_diff > 100 * plain.max_abs_diff
