@@ -24,6 +24,7 @@ TVM = "convdiff.ir.tvm.tasks"
 BUILD = "convdiff.zoo.build:build"
 # format -> (worker kind, the applier module that runs in it): Keras and torch models are
 # edited in their framework (:mod:`convdiff.repair.appliers`)
+FALLBACK_ONNX = "convdiff.repair.fallback_onnx"
 APPLIER_TASKS = {
     "keras": ("tf", "convdiff.repair.appliers.keras"),
     "torch": ("torch", "convdiff.repair.appliers.torch"),
@@ -253,6 +254,26 @@ def apply_edits(
     )
 
 
+def output_errors(
+    pool: WorkerPool,
+    model: str | Path,
+    images: str | Path,
+    pairs: dict[str, tuple[str, str]],
+    on_tick: Tick = None,
+) -> TaskOutcome:
+    """Run an ONNX ``model`` on the NHWC ``images`` in the onnx worker; the value's ``ratios``
+    give, per name of ``pairs`` ``(a, b)`` (two of its outputs), ``sum((a-b)^2) / sum(b^2)``
+    (:func:`convdiff.repair.fallback_onnx.output_errors`)."""
+    return pool.call(
+        "onnx",
+        f"{FALLBACK_ONNX}:output_errors",
+        on_tick=on_tick,
+        model=str(model),
+        images=str(images),
+        pairs={name: list(pair) for name, pair in pairs.items()},
+    )
+
+
 __all__ = [
     "APPLIER_TASKS",
     "apply_edits",
@@ -262,6 +283,7 @@ __all__ = [
     "import_graph",
     "infer",
     "keras_layer_classes",
+    "output_errors",
     "probe",
     "read_tensor",
     "run_tvm",
