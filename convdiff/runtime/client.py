@@ -254,23 +254,19 @@ def apply_edits(
     )
 
 
-def output_errors(
-    pool: WorkerPool,
-    model: str | Path,
-    images: str | Path,
-    pairs: dict[str, tuple[str, str]],
-    on_tick: Tick = None,
+def fallback_errors(
+    pool: WorkerPool, model: str | Path, images: str | Path, layers: int, on_tick: Tick = None
 ) -> TaskOutcome:
-    """Run an ONNX ``model`` on the NHWC ``images`` in the onnx worker; the value's ``ratios``
-    give, per name of ``pairs`` ``(a, b)`` (two of its outputs), ``sum((a-b)^2) / sum(b^2)``
-    (:func:`convdiff.repair.fallback_onnx.output_errors`)."""
+    """Run a switchable ONNX ``model`` (:func:`convdiff.repair.fallback_onnx.switchable`) on
+    the NHWC ``images`` in the onnx worker: all layers in float, all quantized, and each of its
+    ``layers`` alone quantized; the value gives each one's output error (``errors``)."""
     return pool.call(
         "onnx",
-        f"{FALLBACK_ONNX}:output_errors",
+        f"{FALLBACK_ONNX}:switch_errors",
         on_tick=on_tick,
         model=str(model),
         images=str(images),
-        pairs={name: list(pair) for name, pair in pairs.items()},
+        layers=layers,
     )
 
 
@@ -279,11 +275,11 @@ __all__ = [
     "apply_edits",
     "build",
     "convert",
+    "fallback_errors",
     "file_weights",
     "import_graph",
     "infer",
     "keras_layer_classes",
-    "output_errors",
     "probe",
     "read_tensor",
     "run_tvm",

@@ -199,7 +199,7 @@ def _fall_back(
     def measure(y: np.ndarray) -> Agreement:
         return agreement(y_src, y, names)
 
-    return search(ctx, fmt, before, run, measure, progress.step)
+    return search(ctx, module, before, run, measure, progress.step)
 
 
 def _infer(pool: WorkerPool, fmt: str, path: Path, inputs: Path, batch_size: int) -> np.ndarray:
