@@ -55,9 +55,7 @@ from convdiff.repair.appliers.dispatch import SkipEdit
 from convdiff.repair.fallback import Candidate, FallbackContext
 from convdiff.runtime import client
 
-MEASURE = (
-    "local noise-to-signal power of each layer's output, quantized vs in float on the same inputs"
-)
+MEASURE = "output error with the layer alone quantized in the all-float model, as a share"
 PAIR_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
 
