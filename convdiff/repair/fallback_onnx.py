@@ -17,6 +17,9 @@ The *quantized layers* of a file are the ops its runtime computes on integers:
   ``Clip(0, top)``. A pair whose only reader is the graph's output is the layer's own: it goes
   too (else a classifier's softmax stays rounded to 1/255).
 
+QOperator files (``QLinearConv``, ``QGemm``: integer tensors between the ops) have no
+fallback here: repair restores their weights as its patch does for any precision finding.
+
 Float weights are the source's, brought into the file's layout by the repair planner from the
 localization's precision findings (``ctx.stage_context``, the aligned canonical graphs); without
 a localization the float op computes on the dequantized weight (its activations are float,
@@ -115,7 +118,7 @@ def write(ctx: FallbackContext, layers: list[str], out: Path) -> Path:
             onnx_applier._float_op(model, node)
         elif by_name[name].kind == "qdq":
             _read_float_inputs(model, g, node)
-            g = onnx_quant.Graph(model)
+        g = onnx_quant.Graph(model)
     onnx_quant._prune_dead(model)
     _order(model)
     onnx.checker.check_model(model)
@@ -193,6 +196,7 @@ def _weight_edits(
 
         patch = plan(stage, precision, ctx.source, ctx.target, "onnx", ctx.pool)
         edits = [e for e in patch.edits if e.action == "set_tensor"]
+        _PLANNED.clear()  # one target's float weights at a time (a ResNet101's are 170 MB)
         _PLANNED[key] = edits, patch.tensors
     edits, tensors = _PLANNED[key]
     if layers is not None:
