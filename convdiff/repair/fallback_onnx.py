@@ -13,9 +13,12 @@ The *quantized layers* of a file are the ops its runtime computes on integers:
   DequantizeLinear is replaced by the float tensor, and each activation input that comes
   through a pair is read from the float tensor before the pair -- other readers of the pair
   keep it. Where the pair stood for an activation the quantizer removed (a ReLU/ReLU6 folded
-  into the range, :func:`convdiff.ir.onnx_quant.folded_clamp`) the float input is that
-  ``Clip(0, top)``. A pair whose only reader is the graph's output is the layer's own: it goes
-  too (else a classifier's softmax stays rounded to 1/255).
+  into the range, :func:`convdiff.ir.onnx_quant.folded_clamp`) the float input goes through
+  the source's activation, known from the localization (:func:`source_activations`), else
+  through ``Clip(0, top of the range)``: the file's own clamp, which images other than the
+  calibration's may pass (ResNet101's ReLUs clamped so: 0.067 from the source with every layer
+  in float). A pair whose only reader is the graph's output is the layer's own: it goes too
+  (else a classifier's softmax stays rounded to 1/255).
 
 QOperator files (``QLinearConv``, ``QGemm``: integer tensors between the ops) have no
 fallback here: repair restores their weights as its patch does for any precision finding.
@@ -87,7 +90,8 @@ def candidates(ctx: FallbackContext) -> list[Candidate]:
         return []
     ctx.work.mkdir(parents=True, exist_ok=True)
     path = ctx.work / "fallback-measure.onnx"
-    onnx.save(switchable(model, layers, float_weights(ctx, model)), str(path))
+    weights, activations = float_weights(ctx, model), source_activations(ctx)
+    onnx.save(switchable(model, layers, weights, activations), str(path))
     outcome = client.fallback_errors(ctx.pool, path, ctx.images, len(layers))
     if not outcome:
         raise RuntimeError(f"measuring the layers failed: {outcome.error_type}: {outcome.message}")
@@ -111,13 +115,14 @@ def write(ctx: FallbackContext, layers: list[str], out: Path) -> Path:
     if edits:  # the source's float weights, written by the ONNX applier
         data, _, _ = onnx_applier.apply(ctx.target, edits, tensors)
         model = onnx.load_from_string(data)
+    activations = source_activations(ctx)
     g = onnx_quant.Graph(model)
     for name in layers:
         node = _node(model, name)
         if node.op_type in onnx_quant.QUANT_OPS:  # no float weight known: the dequantized one
             onnx_applier._float_op(model, node)
         elif by_name[name].kind == "qdq":
-            _read_float_inputs(model, g, node)
+            _read_float_inputs(model, g, node, activations)
         g = onnx_quant.Graph(model)
     onnx_quant._prune_dead(model)
     _order(model)
@@ -221,30 +226,71 @@ def _file_name(model: onnx.ModelProto, layer: str) -> str | None:
 
 
 def _float_input(
-    model: onnx.ModelProto, g: onnx_quant.Graph, name: str, suffix: str = "float"
+    model: onnx.ModelProto,
+    g: onnx_quant.Graph,
+    name: str,
+    activations: dict[str, tuple[float, float]],
 ) -> str:
     """The float tensor a pair-dequantized activation ``name`` stands for: the tensor before
-    its QuantizeLinear, clamped where the pair folded an activation (the Clip is added once)."""
+    its QuantizeLinear -- through the activation the quantizer folded into the pair, where it
+    did: the source's (``activations``: a Relu, or a Clip of its bounds), else the pair's own
+    range (the node is added once, appended: the caller puts the nodes in order)."""
     dq = g.producer[name]
     q = g.producer[dq.input[0]]
     clamp = onnx_quant.folded_clamp(g, q)
     if clamp is None:
         return q.input[0]
-    out = f"{q.input[0]}/{suffix}_clamp"
-    if out not in g.producer:  # appended: the caller puts the nodes in order
-        nodes, _, consts = onnx_quant.clip_node(q.input[0], out, f"{q.name}/{suffix}_clamp", clamp)
+    low, high = activations.get(onnx_quant.file_name(q), clamp)
+    out = f"{q.input[0]}/float_activation"
+    if out not in g.producer:
+        label = f"{onnx_quant.file_name(q)}/float_activation"
+        if low == 0.0 and high == float("inf"):
+            nodes, consts = [helper.make_node("Relu", [q.input[0]], [out], label)], []
+        else:
+            nodes, _, consts = onnx_quant.clip_node(q.input[0], out, label, (low, high))
         model.graph.node.append(nodes[0])
         model.graph.initializer.extend(consts)
         g.producer[out] = nodes[0]
     return out
 
 
-def _read_float_inputs(model: onnx.ModelProto, g: onnx_quant.Graph, node: onnx.NodeProto) -> None:
+def source_activations(ctx: FallbackContext) -> dict[str, tuple[float, float]]:
+    """QuantizeLinear name -> bounds of the source's activation the quantizer folded into that
+    pair (``(0, inf)`` a ReLU, ``(0, 6)`` a ReLU6), from the localization: the layer the twin's
+    clip of the pair is aligned with. The file alone cannot tell: its pair clamps at the largest
+    value calibration saw, which another image may pass."""
+    stage = ctx.stage_context
+    if stage is None:
+        return {}
+    from convdiff.stages import near_pairs
+    from convdiff.stages.hyperparams import BOUNDS
+
+    source_of = {p.b: p.a for p in stage.alignment.pairs}
+    source_of |= {ub.layer: ua.layer for ua, ub in near_pairs(stage)}
+    found = {}
+    for lid, evidence in stage.quant.items():
+        a = source_of.get(lid)
+        if "clamp" not in evidence or a is None or lid not in stage.names_b:
+            continue
+        layer = stage.a[a]
+        if layer.op == "clip":
+            found[stage.names_b[lid]] = (float(layer.attrs["min"]), float(layer.attrs["max"]))
+        elif layer.op in BOUNDS:
+            found[stage.names_b[lid]] = BOUNDS[layer.op]
+    return found
+
+
+def _read_float_inputs(
+    model: onnx.ModelProto,
+    g: onnx_quant.Graph,
+    node: onnx.NodeProto,
+    activations: dict[str, tuple[float, float]],
+) -> None:
     """Rewire ``node``: activations from before their pairs, a still dequantized weight kept
     (no float value known), and a pair that only the graph's output reads removed."""
     for i, name in enumerate(node.input):
         if name and _dequantized(g, name) == "pair":
-            node.input[i] = _float_input(model, g, name)
+            node.input[i] = _float_input(model, g, name, activations)
     out = node.output[0]
     q = g.only_reader(out, "QuantizeLinear")
     dq = g.only_reader(q.output[0], "DequantizeLinear") if q is not None else None
@@ -264,7 +310,10 @@ MEASURE_IMAGES = 4
 
 
 def switchable(
-    model: onnx.ModelProto, layers: list[Layer], weights: dict[tuple[str, str], np.ndarray]
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    weights: dict[tuple[str, str], np.ndarray],
+    activations: dict[str, tuple[float, float]] | None = None,
 ) -> onnx.ModelProto:
     """``model`` in which layer ``k`` computes quantized when ``fallback_mask[k]`` is 1 and in
     float when it is 0: each input it reads quantized becomes ``f + s * (q - f)`` (``f`` the
@@ -284,7 +333,7 @@ def switchable(
         if layer.kind == "integer":
             _switch_integer(m, g, node, layer.name, switch, weights)
         else:
-            _switch_qdq(m, g, node, layer.name, switch, weights)
+            _switch_qdq(m, g, node, layer.name, switch, weights, activations or {})
     _order(m)
     return m
 
@@ -328,12 +377,13 @@ def _switch_qdq(
     name: str,
     switch: str,
     weights: dict[tuple[str, str], np.ndarray],
+    activations: dict[str, tuple[float, float]],
 ) -> None:
     slots = {1: "weight", 2: "bias"} if node.op_type in onnx_applier.WEIGHTED else {}
     for i, tensor in enumerate(node.input):
         kind = _dequantized(g, tensor) if tensor else None
         if kind == "pair":
-            f = _float_input(m, g, tensor)
+            f = _float_input(m, g, tensor, activations)
         elif kind == "weight" and (name, slots.get(i, "")) in weights:
             f = f"{name}.float_{slots[i]}"
             m.graph.initializer.append(numpy_helper.from_array(weights[(name, slots[i])], f))

@@ -148,7 +148,9 @@ def test_a_layer_reading_a_folded_relu_reads_its_clamp(
     model = onnx.load(str(out))
     pool = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
     clip = next(n for n in model.graph.node if n.op_type == "Clip")
-    assert list(pool.input) == ["r/float_clamp"] and list(clip.output) == ["r/float_clamp"]
+    assert list(pool.input) == ["r/float_activation"] and list(clip.output) == [
+        "r/float_activation"
+    ]
     quantized = onnx.load(str(files["qdq"]))
     q = next(n for n in quantized.graph.node if n.name == "r_QuantizeLinear")
     low, high = onnx_quant.folded_clamp(onnx_quant.Graph(quantized), q)  # type: ignore[misc]
@@ -280,3 +282,25 @@ def test_repair_falls_back_the_fewest_layers_with_the_sources_weights(
     assert gemm.input[0] == "f"  # the Flatten in float too: g's pair is gone
     quantizing = [n.input[0] for n in fixed.graph.node if n.op_type == "QuantizeLinear"]
     assert quantizing == ["input", "r", "logits", "probs_QuantizeLinear_Input"]
+
+
+@pytest.mark.workers
+def test_with_a_localization_a_folded_relu_comes_back_as_the_sources_relu(
+    pool: WorkerPool, tiny_onnx: Path, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The pair r_QuantizeLinear clamps to the largest value calibration saw; the source has
+    a ReLU there (the localization pairs the twin's clip with it): in float, a Relu."""
+    from convdiff.commands.localize.flow import localize
+
+    found = localize(
+        LocalizeConfig(str(tiny_onnx), str(files["qdq"]), out=tmp_path / "loc"),
+        Progress(enabled=False),
+        pool,
+    )
+    ctx = _context(files["qdq"], files["images"], tmp_path, pool)
+    ctx.findings, ctx.stage_context = found.findings, found.context
+    assert fallback_onnx.source_activations(ctx) == {"r_QuantizeLinear": (0.0, float("inf"))}
+    model = onnx.load(str(fallback_onnx.write(ctx, ["g"], tmp_path / "pool.onnx")))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    assert (list(relu.input), list(relu.output)) == (["r"], ["r/float_activation"])
+    assert "Clip" not in {n.op_type for n in model.graph.node}
