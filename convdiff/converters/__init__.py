@@ -85,6 +85,7 @@ _MODULES = (
     "keras_export",
     "litert_torch",
     "onnx2tf",
+    "ort_quantize",
 )
 
 

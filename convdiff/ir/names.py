@@ -223,9 +223,10 @@ def _onnx_ops(path: str) -> list[FileOp]:
     for node in model.graph.node:  # a weight behind DequantizeLinear has its integers' size
         if node.op_type == "DequantizeLinear" and node.input[0] in sizes:
             sizes.setdefault(node.output[0], sizes[node.input[0]])
+    folded = _folded_clamps(model)
     ops = []
     for i, node in enumerate(model.graph.node):
-        kind = ONNX_KINDS.get(node.op_type)
+        kind = ONNX_KINDS.get(node.op_type) or ("clip" if i in folded else None)
         if node.op_type == "MatMul" and (len(node.input) < 2 or node.input[1] not in constant):
             kind = None  # two activations (attention): TVM makes no dense layer of it
         if kind:
@@ -233,6 +234,22 @@ def _onnx_ops(path: str) -> list[FileOp]:
             weight = node.input[at] if kind in WEIGHTED and len(node.input) > at else ""
             ops.append(FileOp(kind, _onnx_name(node, weights), i, sizes.get(weight)))
     return ops
+
+
+def _folded_clamps(model: Any) -> dict[int, tuple[float, float]]:
+    """Node index -> range of each QDQ QuantizeLinear that stands for an activation the
+    quantizer removed: the float twin makes it a Clip of that range, named after it."""
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return {}
+    from convdiff.ir import onnx_quant
+
+    g = onnx_quant.Graph(model)
+    found = {}
+    for i, node in enumerate(model.graph.node):
+        clamp = onnx_quant.folded_clamp(g, node) if node.op_type == "QuantizeLinear" else None
+        if clamp is not None:
+            found[i] = clamp
+    return found
 
 
 def _constant_tensors(model: Any, weights: set[str]) -> set[str]:
@@ -342,11 +359,14 @@ def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]
     (ConvInteger, QLinearConv, a Conv behind a DequantizeLinear...) is the layer's file op.
     ``details`` (the op, the zero points -- one number when they are all equal -- and whether
     the activations are quantized dynamically, statically or not) goes into the finding; an
-    int32 bias is ``bias``."""
+    int32 bias is ``bias``. The Clip a QDQ pair became in the float twin (an activation the
+    quantizer folded into the pair's range) has ``clamp``: that range."""
+    import onnx
+
     from convdiff.ir import onnx_quant
 
     by_index = {i: lid for lid, i in index.items()}
-    evidence = {}
+    evidence: dict[str, dict[str, Any]] = {}
     for weight in onnx_quant.read(path).weights:
         lid = by_index.get(weight.index)
         if lid is not None:
@@ -363,4 +383,9 @@ def onnx_evidence(path: str, index: dict[str, int]) -> dict[str, dict[str, Any]]
             }
             if weight.bias is not None:  # an int32 bias: precision lost there too
                 evidence[lid]["bias"] = weight.bias
+    model = onnx.load(path, load_external_data=False)
+    for i, clamp in _folded_clamps(model).items():  # an activation folded into a range
+        lid = by_index.get(i)
+        if lid is not None:
+            evidence[lid] = {"clamp": list(clamp), "details": {"op": "QuantizeLinear"}}
     return evidence

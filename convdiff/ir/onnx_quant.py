@@ -17,9 +17,11 @@ float source has not. :func:`read` lists every quantized weight (the integers, s
 points, dtype, the op that computes with it, and whether its activations are quantized);
 :func:`float_twin` writes the same model in float: each quantized op is its float op with the
 dequantized weight as a float32 initializer, named as the file names the quantized op, and the
-activations' quantization is dropped -- except that a ``Relu`` is put back where the quantizer
-removed one (it folds a ``Relu`` after a Conv/Gemm/MatMul/Add into the output's quantization
-range, whose lower end is then exactly 0). The canonical graph imported from the twin carries
+activations' quantization is dropped -- except where the quantizer removed an activation
+after a Conv/Gemm/MatMul/Add and folded it into the output's quantization range, whose lower
+end is then exactly 0: a QDQ pair becomes ``Clip(0, top of its range)`` (:func:`folded_clamp`:
+what the pair computes, rounding aside, whether the source had a ReLU or a ReLU6), a QLinear
+op's output a ``Relu``. The canonical graph imported from the twin carries
 exactly the weights the quantized model computes with; the integers stay as evidence
 (:meth:`QuantReport.save`). The node rewrites are shared with the ONNX repair applier
 (:func:`float_op`).
@@ -374,8 +376,14 @@ def _twin_nodes(
     if op == "DequantizeLinear" or op == "DynamicQuantizeLinear":
         return [helper.make_node("Identity", [node.input[0]], [node.output[0]], node.name)], [], []
     if op == "QuantizeLinear":
-        kind = "Relu" if _folds_relu(g, node.input[0], node, 2) else "Identity"
-        return [helper.make_node(kind, [node.input[0]], [node.output[0]], node.name)], [], []
+        clamp = folded_clamp(g, node)
+        if clamp is None:
+            return (
+                [helper.make_node("Identity", [node.input[0]], [node.output[0]], node.name)],
+                [],
+                [],
+            )
+        return clip_node(node.input[0], node.output[0], node.name, clamp)
     if op in QUANT_OPS:
         made, gone, consts = float_op(g, node, "twin")
         return made, gone, consts
@@ -502,12 +510,38 @@ def _zero_floor(g: Graph, zp_name: str) -> bool:
     return int(np.ravel(zero)[0]) == int(np.iinfo(zero.dtype).min)
 
 
-def _folds_relu(g: Graph, name: str, quant: onnx.NodeProto, zp_in: int) -> bool:
-    """A QuantizeLinear right after a Conv/Gemm/MatMul/Add with a range starting at 0."""
-    producer = g.producer.get(name)
-    if producer is None or producer.op_type not in LINEAR:
-        return False
-    return len(quant.input) > zp_in and _zero_floor(g, quant.input[zp_in])
+def folded_clamp(g: Graph, quant: onnx.NodeProto) -> tuple[float, float] | None:
+    """The range ``[0, top]`` a QDQ ``QuantizeLinear`` clamps to when it stands for an
+    activation the quantizer removed, else None.
+
+    onnxruntime's QDQ quantizer (asymmetric activations) deletes a Relu or Clip after a
+    Conv/Gemm/MatMul/Add and gives the producer's output the activation's quantization range:
+    the pair then clamps to ``[0, top]``, ``top`` the largest value calibration saw after the
+    activation (6 at most for a ReLU6). The file no longer says which activation it was; what
+    the pair computes, rounding aside, is ``Clip(0, top)``, and that is what the float twin
+    and the float fallback put back."""
+    producer = g.producer.get(quant.input[0])
+    if producer is None or producer.op_type not in LINEAR or len(quant.input) < 3:
+        return None
+    if not _zero_floor(g, quant.input[2]):
+        return None
+    scale, zero = g.const(quant.input[1]), g.const(quant.input[2])
+    assert scale is not None and zero is not None  # _zero_floor read the zero point
+    top = int(np.iinfo(zero.dtype).max) - int(np.ravel(zero)[0])
+    return 0.0, float(np.float32(np.ravel(scale)[0]) * np.float32(top))
+
+
+def clip_node(
+    x: str, out: str, name: str, clamp: tuple[float, float]
+) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``Clip(x, low, high)`` writing ``out`` (opset 11 and later: bounds are inputs), in the
+    (nodes, replaced nodes, constants) form of the twin's rewrites."""
+    low, high = f"{name or out}/clip_min", f"{name or out}/clip_max"
+    consts = [
+        numpy_helper.from_array(np.array(clamp[0], dtype=np.float32), low),
+        numpy_helper.from_array(np.array(clamp[1], dtype=np.float32), high),
+    ]
+    return [helper.make_node("Clip", [x, low, high], [out], name)], [], consts
 
 
 def _prune_dead(model: onnx.ModelProto) -> None:

@@ -35,7 +35,10 @@ from convdiff.repair.verify import Agreement
 from convdiff.runtime.pool import WorkerPool
 
 # target format -> its module (fallback_onnx, fallback_tflite: quantized_layers, candidates, write)
-FORMATS: dict[str, str] = {"tflite": "convdiff.repair.fallback_tflite"}
+FORMATS: dict[str, str] = {
+    "onnx": "convdiff.repair.fallback_onnx",
+    "tflite": "convdiff.repair.fallback_tflite",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class FallbackContext:
     work: Path
     findings: list[Any] = field(default_factory=list)  # the localization's findings
     layout: str = "NHWC"  # how the source model takes the images
+    # the localization's StageContext (aligned canonical graphs): with it the repair planner
+    # brings the source's float weights into the target's layout for the layers in float
+    stage_context: Any = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ BUILD = "convdiff.zoo.build:build"
 TFLITE_FALLBACK = "convdiff.repair.fallback_tflite_tasks"  # runs in a tf worker
 # format -> (worker kind, the applier module that runs in it): Keras and torch models are
 # edited in their framework (:mod:`convdiff.repair.appliers`)
+FALLBACK_ONNX = "convdiff.repair.fallback_onnx"
 APPLIER_TASKS = {
     "keras": ("tf", "convdiff.repair.appliers.keras"),
     "torch": ("torch", "convdiff.repair.appliers.torch"),
@@ -310,11 +311,28 @@ def tflite_fallback_write(
     )
 
 
+def fallback_errors(
+    pool: WorkerPool, model: str | Path, images: str | Path, layers: int, on_tick: Tick = None
+) -> TaskOutcome:
+    """Run a switchable ONNX ``model`` (:func:`convdiff.repair.fallback_onnx.switchable`) on
+    the NHWC ``images`` in the onnx worker: all layers in float, all quantized, and each of its
+    ``layers`` alone quantized; the value gives each one's output error (``errors``)."""
+    return pool.call(
+        "onnx",
+        f"{FALLBACK_ONNX}:switch_errors",
+        on_tick=on_tick,
+        model=str(model),
+        images=str(images),
+        layers=layers,
+    )
+
+
 __all__ = [
     "APPLIER_TASKS",
     "apply_edits",
     "build",
     "convert",
+    "fallback_errors",
     "file_weights",
     "import_graph",
     "infer",

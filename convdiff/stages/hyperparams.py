@@ -8,7 +8,9 @@ a folded BatchNorm's epsilon is compared too (canonicalization records it in ``f
 Attributes that only restate a weight's shape (a conv's ``kernel``, a dense layer's ``units``)
 are the weights stage's business. One activation standing where the other model has another
 (ReLU6 against ``Clip(0, 5)``; the aligner leaves both unmatched) is an ``activation`` or
-``clip_bounds`` finding here, not a graph change.
+``clip_bounds`` finding here, not a graph change -- unless the target's clip is the range a
+QDQ quantizer folded the source's ReLU/ReLU6 into (``clamp`` evidence): that is quantization,
+and the range ends where the calibration images' values did.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def _attr_findings(ctx: StageContext, la: Layer, lb: Layer) -> list[Finding]:
     if la.op == "resize":
         return _resize_findings(ctx, la, lb)
     skip = SKIP_ALL | SKIP.get(la.op, set())
+    if la.op == "clip" and _folded(ctx, _bounds(la), lb):
+        skip = skip | {"min", "max"}
     findings = []
     for key in [k for k in dict.fromkeys([*la.attrs, *lb.attrs]) if k not in skip]:
         va, vb = la.attrs.get(key), lb.attrs.get(key)
@@ -174,11 +178,23 @@ def _bounds(layer: Layer) -> tuple[float, float] | None:
     return BOUNDS.get(layer.op)
 
 
+def _folded(ctx: StageContext, source: tuple[float, float] | None, lb: Layer) -> bool:
+    """Whether target clip ``lb`` is the range a quantizer folded the source's activation into
+    (``ctx.quant`` says ``clamp``: a QDQ pair of an ONNX file, :mod:`convdiff.ir.onnx_quant`):
+    the range starts where the source's does and ends within it (at the largest value the
+    calibration images reached), so on such values both compute the same."""
+    clamp = (ctx.quant.get(lb.id) or {}).get("clamp")
+    if clamp is None or source is None:
+        return False
+    low, high = (float(v) for v in clamp)
+    return source[0] == low and high <= source[1] * (1 + 1e-6)
+
+
 def _activation_finding(ctx: StageContext, la: Layer, lb: Layer) -> Finding | None:
     ba, bb = _bounds(la), _bounds(lb)
     evidence: dict[str, Any] = {"source_op": la.op, "target_op": lb.op}
     if ba is not None and bb is not None:
-        if ba == bb:
+        if ba == bb or _folded(ctx, ba, lb):
             return None
         evidence.update(source=list(ba), target=list(bb))
         return Finding(

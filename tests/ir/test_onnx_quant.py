@@ -45,6 +45,26 @@ def _init(path: Path, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name))
 
 
+def _node(path: Path, reads: str) -> onnx.NodeProto:
+    """The QuantizeLinear of tensor ``reads``."""
+    model = onnx.load(str(path))
+    return next(
+        n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == reads
+    )
+
+
+def _relu_to_clip(path: Path, top: float) -> Path:
+    """``path`` with its Relu replaced by Clip(0, top)."""
+    model = onnx.load(str(path))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "Clip"
+    relu.input.extend(["clip_min", "clip_max"])
+    for name, value in (("clip_min", 0.0), ("clip_max", top)):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="module", params=[(m, pc) for m in MODES for pc in (False, True)])
 def quantized(request: pytest.FixtureRequest, tiny_onnx: Path, tmp_path_factory) -> tuple:
     mode, per_channel = request.param
@@ -100,8 +120,10 @@ def test_the_float_twin_computes_the_float_model_on_the_dequantized_weights(
         fc if mode != "qdq" else "",
     ) in ops
     assert not {op for op, _ in ops} & {"ConvInteger", "MatMulInteger", "QLinearConv", "QGemm"}
-    # the Relu the static quantizer folded into the conv's output range is back
-    assert [op for op, _ in ops].count("Relu") == 1
+    # the Relu the static quantizer folded into the conv's output range is back: as a Relu
+    # after the QLinearConv, as Clip(0, top of r's range) where the QDQ pair stood
+    kinds = [op for op, _ in ops]
+    assert (kinds.count("Relu"), kinds.count("Clip")) == ((0, 1) if mode == "qdq" else (1, 0))
     # reference: the float source with the dequantized weights (and int32 biases) put in
     report = onnx_quant.read(path)
     values = {}
@@ -112,6 +134,18 @@ def test_the_float_twin_computes_the_float_model_on_the_dequantized_weights(
             q = _init(path, w.bias["tensor"]).astype(np.float64)
             values[f"{name}_b"] = q * np.asarray(w.bias["scales"])
     reference = with_weights(tiny_onnx, tmp_path / "reference.onnx", values)
+    if mode == "qdq":  # the pair clamps r to its range, the twin's Clip too
+        zero = _init(path, "r_zero_point")
+        top = np.float32(_init(path, "r_scale")) * np.float32(
+            int(np.iinfo(zero.dtype).max) - int(zero)
+        )
+        assert onnx_quant.folded_clamp(
+            onnx_quant.Graph(onnx.load(str(path))), _node(path, "r")
+        ) == (
+            0.0,
+            float(top),
+        )
+        reference = _relu_to_clip(reference, float(top))
     assert np.abs(_run(twin) - _run(reference)).max() < 1e-6
     # and the quantized model up to its activations' rounding: measured 4.0e-4 (dynamic: x
     # rounded to 1/255 of its range per image), 8.7e-3 / 4.6e-3 (QDQ / QOperator: the output

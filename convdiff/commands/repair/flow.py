@@ -97,6 +97,7 @@ def repair(
             work=out / "fallback",
             findings=found.findings,
             layout=str(found.runs.get("source", {}).get("layout") or "NHWC"),
+            stage_context=found.context,
         )
         fallback_fmt = format_module(fmt)
         quantized = fallback_fmt.quantized_layers(fallback_ctx) if fallback_fmt else 0
