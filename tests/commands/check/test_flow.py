@@ -420,7 +420,7 @@ def test_example_config_passes(tmp_path: Path) -> None:
     )
     assert (quant["weights"]["weights"], quant["chain"][0]["options"]) == (
         "random",
-        {"tflite_opt": "dynamic-range"},
+        {"tflite_opt": "dynamic-range", "tflite_io": "float"},
     )
     *lines, summary = result.stdout.splitlines()
     assert lines == [
