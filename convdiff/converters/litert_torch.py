@@ -59,12 +59,7 @@ def torch_to_tflite(
     from convdiff.frameworks import torch as torch_fw
 
     model = torch_fw.load(str(src))
-    shape = input_shape or model.input_shape
-    if not shape or any(d is None for d in shape[1:]):
-        raise ValueError(
-            f"litert-torch needs an example input and the shape of {src.name} is unknown "
-            f"({shape}); give the input size (--input-size)"
-        )
+    shape = torch_fw.example_shape(model, input_shape, "litert-torch", src.name)
     fixed = model.input_shape[0] if model.input_shape else None
     batch = fixed or EXAMPLE_BATCH
     generator = torch.Generator().manual_seed(0)

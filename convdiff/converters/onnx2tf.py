@@ -59,33 +59,25 @@ _ADVICE = (
     "Also, for models that include NonMaxSuppression",
 )
 
+# both edges of the tool, as @converter's keywords: used only when named, in its own env
+ONNX2TF: dict = {
+    "tool": "onnx2tf",
+    "worker": "tf",
+    "packages": PACKAGES,
+    "name": "onnx2tf",
+    "default": False,
+    "env": "onnx2tf",
+}
 
-@converter(
-    "onnx",
-    "tflite",
-    tool="onnx2tf",
-    worker="tf",
-    packages=PACKAGES,
-    name="onnx2tf",
-    default=False,
-    env="onnx2tf",
-)
+
+@converter("onnx", "tflite", **ONNX2TF)
 def onnx_to_tflite(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:
     return _convert(src, out_dir.resolve(), "model_float32.tflite")
 
 
-@converter(
-    "onnx",
-    "tf",
-    tool="onnx2tf",
-    worker="tf",
-    packages=PACKAGES,
-    name="onnx2tf",
-    default=False,
-    env="onnx2tf",
-)
+@converter("onnx", "tf", **ONNX2TF)
 def onnx_to_tf(
     src: Path, out_dir: Path, opts: ConvertOptions, input_shape: list[int | None] | None
 ) -> Path:

@@ -45,12 +45,7 @@ def torch_to_onnx(
     from convdiff.frameworks import torch as torch_fw
 
     model = torch_fw.load(str(src))
-    shape = input_shape or model.input_shape
-    if not shape or any(d is None for d in shape[1:]):
-        raise ValueError(
-            f"torch.onnx.export needs an example input and the shape of {src.name} is unknown "
-            f"({shape}); give the input size (--input-size)"
-        )
+    shape = torch_fw.example_shape(model, input_shape, "torch.onnx.export", src.name)
     fixed_batch = model.input_shape[0] if model.input_shape else None
     if opts.torch_exporter == "torchscript" and model.program is not None:
         # Tracing an exported program's module turns its symbolic batch size into a Python

@@ -109,6 +109,20 @@ def predict(model: TorchModel, batch: np.ndarray) -> np.ndarray:
         return torch.cat(outputs).numpy()
 
 
+def example_shape(
+    model: TorchModel, input_shape: list[int | None] | None, tool: str, name: str
+) -> list[int | None]:
+    """The input shape a tool that traces the model needs (the run's, else the file's own),
+    or the user's error: an exporter cannot make an example input of an unknown size."""
+    shape = input_shape or model.input_shape
+    if not shape or any(d is None for d in shape[1:]):
+        raise ValueError(
+            f"{tool} needs an example input and the shape of {name} is unknown "
+            f"({shape}); give the input size (--input-size)"
+        )
+    return list(shape)
+
+
 def save(module: Any, path: str, example_input_shape: list[int | None]) -> dict[str, Any]:
     """Write ``module`` as .pt2 (torch.export), or as TorchScript .pt when export fails.
 
