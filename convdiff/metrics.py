@@ -78,6 +78,89 @@ def align_classes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndar
     raise ValueError(f"outputs have {src.shape[1]} and {dst.shape[1]} classes: not the same task")
 
 
+# One image of a pair, as a run keeps it (``outputs/<hop>-<framework>.npy``): both top-5 lists
+# with their scores (-1 / 0 where a model has fewer than 5 classes) and the per-image measures.
+# Fixed-size records, so a hop's file is written batch by batch in place and read back whole.
+ROW_DTYPE = np.dtype(
+    [
+        ("src_top", "<i4", (5,)),
+        ("dst_top", "<i4", (5,)),
+        ("src_scores", "<f4", (5,)),
+        ("dst_scores", "<f4", (5,)),
+        ("tau", "<f8"),
+        ("max_abs", "<f8"),
+        ("mean_abs", "<f8"),
+    ]
+)
+
+
+def pair_rows(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, str]:
+    """The per-image records (:data:`ROW_DTYPE`) of outputs of shape (images, classes), and
+    the class note of :func:`align_classes`.
+
+    Why per image: every metric of :class:`PairMetrics` is a count or a mean over images, so a
+    run can compare batch by batch, keep these few bytes per image instead of the outputs,
+    and summarize at the end (:func:`summarize`) -- or after a restart, from the rows on disk.
+    """
+    n = len(src)
+    src = np.asarray(src, dtype=np.float64).reshape(n, -1)
+    dst = np.asarray(dst, dtype=np.float64).reshape(n, -1)
+    src, dst, note = align_classes(src, dst)
+    k = min(5, src.shape[1])
+    rows = np.zeros(n, ROW_DTYPE)
+    rows["src_top"] = rows["dst_top"] = -1
+    src_top, dst_top = top_k(src, k), top_k(dst, k)
+    rows["src_top"][:, :k], rows["dst_top"][:, :k] = src_top, dst_top
+    rows["src_scores"][:, :k] = np.take_along_axis(src, src_top, axis=1)
+    rows["dst_scores"][:, :k] = np.take_along_axis(dst, dst_top, axis=1)
+    rows["tau"] = [kendall_tau_union(src[i], dst[i], k) for i in range(n)]
+    diff = np.abs(src - dst)
+    if diff.size:
+        rows["max_abs"] = diff.max(axis=1)
+        rows["mean_abs"] = diff.mean(axis=1)
+    return rows, note
+
+
+def summarize(
+    rows: np.ndarray,
+    names: Sequence[str],
+    accepted: Sequence[Sequence[int]] | None = None,
+    class_note: str = "",
+) -> PairMetrics:
+    """All pair metrics from the per-image records of :func:`pair_rows` (one per name)."""
+    n = len(names)
+    src_top1, dst_top1 = rows["src_top"][:, 0], rows["dst_top"][:, 0]
+    top1_differs = src_top1 != dst_top1
+    top5_differs = np.array(
+        [
+            set(a) - {-1} != set(b) - {-1}
+            for a, b in zip(rows["src_top"], rows["dst_top"], strict=True)
+        ],
+        dtype=bool,
+    )
+    src_acc = dst_acc = None
+    labelled = [i for i in range(n) if accepted and accepted[i]]
+    if labelled:
+        src_acc = _percent(sum(int(src_top1[i]) in accepted[i] for i in labelled), len(labelled))
+        dst_acc = _percent(sum(int(dst_top1[i]) in accepted[i] for i in labelled), len(labelled))
+    return PairMetrics(
+        images=n,
+        top1_discrepancy=_percent(int(top1_differs.sum()), n),
+        top5_discrepancy=_percent(int(top5_differs.sum()), n),
+        kendall_tau_top5=float(np.mean(rows["tau"])) if n else 1.0,
+        max_abs_diff=float(rows["max_abs"].max()) if n else 0.0,
+        mean_abs_diff=float(rows["mean_abs"].mean()) if n else 0.0,
+        src_accuracy=src_acc,
+        dst_accuracy=dst_acc,
+        labelled=len(labelled),
+        disagreeing=tuple(
+            Disagreement(names[i], int(src_top1[i]), int(dst_top1[i]))
+            for i in np.flatnonzero(top1_differs)
+        ),
+        class_note=class_note,
+    )
+
+
 def compare(
     src: np.ndarray,
     dst: np.ndarray,
@@ -88,37 +171,10 @@ def compare(
 
     ``accepted[i]`` lists the labels counted as correct for image i (empty = unlabelled).
     """
-    src = np.asarray(src, dtype=np.float64).reshape(len(names), -1)
-    dst = np.asarray(dst, dtype=np.float64).reshape(len(names), -1)
-    src, dst, note = align_classes(src, dst)
-    n = len(names)
-    k = min(5, src.shape[1])
-    src_top, dst_top = top_k(src, k), top_k(dst, k)
-    top1_differs = src_top[:, 0] != dst_top[:, 0]
-    top5_differs = np.array([set(a) != set(b) for a, b in zip(src_top, dst_top, strict=True)])
-    taus = [kendall_tau_union(src[i], dst[i], k) for i in range(n)]
-    diff = np.abs(src - dst)
-    src_acc = dst_acc = None
-    labelled = [i for i in range(n) if accepted and accepted[i]]
-    if labelled:
-        src_acc = _percent(sum(int(src_top[i, 0]) in accepted[i] for i in labelled), len(labelled))
-        dst_acc = _percent(sum(int(dst_top[i, 0]) in accepted[i] for i in labelled), len(labelled))
-    return PairMetrics(
-        images=n,
-        top1_discrepancy=_percent(int(top1_differs.sum()), n),
-        top5_discrepancy=_percent(int(top5_differs.sum()), n),
-        kendall_tau_top5=float(np.mean(taus)) if n else 1.0,
-        max_abs_diff=float(diff.max()) if diff.size else 0.0,
-        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        src_accuracy=src_acc,
-        dst_accuracy=dst_acc,
-        labelled=len(labelled),
-        disagreeing=tuple(
-            Disagreement(names[i], int(src_top[i, 0]), int(dst_top[i, 0]))
-            for i in np.flatnonzero(top1_differs)
-        ),
-        class_note=note,
-    )
+    src = np.asarray(src).reshape(len(names), -1)
+    dst = np.asarray(dst).reshape(len(names), -1)
+    rows, note = pair_rows(src, dst)
+    return summarize(rows, names, accepted, note)
 
 
 def _percent(count: int, total: int) -> float:

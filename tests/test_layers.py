@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "convdiff.frameworks",
         "convdiff.inputs.data",
         "convdiff.inputs.preprocess",
+        "convdiff.inputs.stream",
     ),
     ("convdiff.converters", "convdiff.zoo", "convdiff.ir"),
     ("convdiff.inputs.source", "convdiff.inputs.spec", "convdiff.stages"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from convdiff.cli import options as shared
+from convdiff.core.options import DEFAULT_STREAM_BATCH
 
 
 @click.command("run")
@@ -38,6 +39,20 @@ from convdiff.cli import options as shared
 @click.option("--no-cache", is_flag=True, help="Convert again even if a cached file exists.")
 @shared.timeout_option
 @shared.batch_size_option
+@click.option(
+    "--stream-batch",
+    default=DEFAULT_STREAM_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images decoded and fed to every model per step; memory grows with it, and an "
+    "interrupted run with the same --out resumes at its first unfinished step.",
+)
+@click.option(
+    "--keep-inputs",
+    is_flag=True,
+    help="Keep the preprocessed images in the run folder (inputs/x-<name>.npy, 0.6 MB per "
+    "224x224 image); by default only each hop's per-image results are kept.",
+)
 @shared.trust_option
 @click.option(
     "--localize",
@@ -74,6 +89,8 @@ def command(ctx: click.Context, model: str, via: str, quiet: bool, **options: ob
         use_cache=not options["no_cache"],
         timeout=options["timeout"],
         batch_size=options["batch_size"],
+        stream_batch=options["stream_batch"],
+        keep_inputs=bool(options["keep_inputs"]),
         trust_model_code=options["trust_model_code"],
         localize=bool(options["localize"]),
         repair=bool(options["repair"]),

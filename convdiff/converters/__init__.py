@@ -17,7 +17,8 @@ Converter function contract (child side)::
 It writes the converted model under ``out_dir`` and returns its path. ``input_shape`` is the
 source model's input shape (batch first, in the source's own layout) for tools that need an
 example input. A converter that calibrates (full-integer quantization) also takes
-``calibration: Path | None``: an .npz whose ``x`` holds the run's preprocessed images, NHWC.
+``calibration: Path | None``: an .npz whose ``x`` holds the run's first preprocessed images
+(at most :data:`CALIBRATION_IMAGES`), NHWC.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from dataclasses import dataclass, replace
 from convdiff.core.errors import ConvdiffError, UnsupportedPairError
 from convdiff.core.options import ConvertOptions
 from convdiff.frameworks import FRAMEWORKS, framework, package_version
+
+# At most this many images calibrate a quantized model (the run's first ones, in its order, so
+# the same run calibrates the same model and the cache key holds). The converter runs the float
+# model once per image to record each tensor's range: TensorFlow's guide asks for "a few
+# hundred" samples, and the ranges stop moving well before a 50,000-image folder is through.
+CALIBRATION_IMAGES = 200
 
 
 @dataclass(frozen=True)

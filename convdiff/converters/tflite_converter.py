@@ -32,17 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.converters import converter
+from convdiff.converters import CALIBRATION_IMAGES, converter
 from convdiff.core.options import TFLITE_IO, TFLITE_OPTS, ConvertOptions
 from convdiff.frameworks import layout_of
 from convdiff.frameworks.keras import load as keras_load
 
-# At most this many images calibrate a full-integer model. The converter runs the float model
-# once per image to record each tensor's range, so a user's folder of 50,000 images would take
-# hours for nothing: TensorFlow's guide asks for "a few hundred" samples, and the ranges (min
-# and max per tensor) stop moving well before that. The first images of the run are taken, in
-# the run's order, so the same run calibrates the same model (and the cache key holds).
-MAX_CALIBRATION_IMAGES = 200
+MAX_CALIBRATION_IMAGES = CALIBRATION_IMAGES  # the run gives no more; a file may hold more
 
 
 @converter(

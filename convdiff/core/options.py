@@ -22,6 +22,8 @@ WEIGHT_POLICIES = ("auto", "imagenet", "random")  # or a path to a weights file
 TARGET_PREPROCESS = ("source", "target")  # what the target is fed: see RunConfig
 DEFAULT_TIMEOUT = 1800.0  # seconds a worker task may take (a big conversion takes minutes)
 DEFAULT_BATCH_SIZE = 8  # images per inference call
+# images decoded and fed to every model per step of a run: the unit of streaming and resuming
+DEFAULT_STREAM_BATCH = 64
 EXAMPLES = {"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}
 MAX_SIDE = 4096  # the largest image side convdiff prepares (a batch of 8 is then 1.6 GB)
 

@@ -52,6 +52,18 @@ class Progress:
             self._last_reminder = elapsed
             self._write(f"{self._label} ... still running ({elapsed:.0f} s)", final=True)
 
+    def update(self, detail: str) -> None:
+        """Say how far the running step is (``1,216/50,000 images, 212 img/s, ETA 4 min``): in
+        place on a terminal, at most every ``quiet_every`` seconds in a log."""
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self._started
+        if self._is_tty():
+            self._write(f"{self._label} ... {detail}", final=False)
+        elif elapsed - self._last_reminder >= self.quiet_every:
+            self._last_reminder = elapsed
+            self._write(f"{self._label} ... {detail}", final=True)
+
     def _is_tty(self) -> bool:
         return hasattr(self.stream, "isatty") and self.stream.isatty()
 

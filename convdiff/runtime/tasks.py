@@ -17,18 +17,24 @@ import numpy as np
 from convdiff.core.options import ConvertOptions
 from convdiff.core.trust import record_written
 
-# The last model this worker loaded: a run probes a model file, then runs it; keeping one model
-# (not more: they can be gigabytes) saves the second load of the same file.
-_LAST_LOADED: dict[tuple[str, str, float], Any] = {}
+# The models this worker loaded last, most recent last. A run streams batch after batch through
+# every model of its chain, and two of them may share a worker (a Keras model and the SavedModel
+# made from it both run in the tf worker): keeping a few saves a reload per batch. Not more than
+# a few: a model can be gigabytes.
+_LOADED: dict[tuple[str, str, float], Any] = {}
+KEEP_LOADED = 3
 
 
 def _load(module: Any, framework: str, path: str) -> Any:
     stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
     key = (framework, str(Path(path).resolve()), stamp)
-    if key not in _LAST_LOADED:
-        _LAST_LOADED.clear()
-        _LAST_LOADED[key] = module.load(path)
-    return _LAST_LOADED[key]
+    if key in _LOADED:
+        _LOADED[key] = _LOADED.pop(key)  # most recently used goes last
+    else:
+        while len(_LOADED) >= KEEP_LOADED:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = module.load(path)
+    return _LOADED[key]
 
 
 _HEAVY_IMPORTS = {

@@ -42,6 +42,11 @@ def check_run_config(config: RunConfig, source: SourceSpec, chain: list[Converte
         raise ConvdiffError(
             f"--seed must be from 0 to {MAX_SEED}, got {config.seed}", "pass e.g. --seed 0"
         )
+    batch = config.stream_batch
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConvdiffError(
+            f"--stream-batch must be 1 or more, got {batch!r}", "pass e.g. --stream-batch 64"
+        )
     limit = config.max_discrepancy
     if not (isinstance(limit, int | float) and math.isfinite(limit) and 0 <= limit <= 100):
         raise ConvdiffError(

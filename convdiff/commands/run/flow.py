@@ -21,10 +21,11 @@ import numpy as np
 
 import convdiff
 from convdiff.commands.run.checks import check_run_config
-from convdiff.commands.run.pipeline import Workspace, build_zoo_source, convert_hop, infer, probe
+from convdiff.commands.run.pipeline import Workspace, build_zoo_source, convert_hop, probe
 from convdiff.commands.run.render import write_markdown
+from convdiff.commands.run.streaming import Fed, stream_chain
 from convdiff.commands.run.types import Artifact, Crash, Hop, Phase, RunConfig, RunReport
-from convdiff.converters import ConverterInfo, find_chain
+from convdiff.converters import CALIBRATION_IMAGES, ConverterInfo, find_chain
 from convdiff.core import envs
 from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.core.errors import ConvdiffError
@@ -38,11 +39,12 @@ from convdiff.inputs import preprocess
 from convdiff.inputs.preprocess import PreprocessSpec
 from convdiff.inputs.source import SourceSpec, resolve_source
 from convdiff.inputs.spec import check_classifier, concrete_shape, resolve_spec
-from convdiff.metrics import PairMetrics, compare
+from convdiff.metrics import PairMetrics
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 
 AfterRun = Callable[[RunReport, WorkerPool, Progress], None]
+STREAM_REVISION = 1  # bump when what the inference pass records changes
 
 
 def run(
@@ -62,7 +64,7 @@ def run(
     stem = source.name.replace(":", "-")  # timm:resnet18 -> timm-resnet18, a plain folder name
     out = prepare_out_dir(config.out, f"{stem}-{source.framework}-{config.dst}")
     progress = progress or Progress()
-    progress.total = 3 + 2 * len(chain) + len({edge.env for edge in chain if edge.env})
+    progress.total = 2 + len(chain) + len({edge.env for edge in chain if edge.env})
     report = RunReport(
         model=source.name,
         src=source.framework,
@@ -151,43 +153,31 @@ def _run_chain(
     records: list[datasets.ImageRecord],
     report: RunReport,
 ) -> None:
-    names = [r.name for r in records]
-    accepted = [r.accepted for r in records]
+    """Convert every hop, then stream the images through the source and every artifact."""
     environments = _tool_envs(ws, chain)
-    artifact, key, spec = _source_artifact(ws, config, source, records, report)
+    artifact, key, spec = _source_artifact(ws, config, source, report)
     if artifact is None:
         return
+    specs = {"source": spec}
     preprocessing: dict = {**spec.to_dict(), "description": spec.describe()}
-    inputs = ws.out / "inputs" / "x.npz"
-    with (
-        ws.progress.step(f"preparing {len(records)} images ({spec.describe()})"),
-        ws.timed("prepare"),
-    ):
-        _save_inputs(inputs, spec, records)
-    target_inputs = inputs  # what the last hop (the target) is fed
     if config.target_preprocess == "target":
         target, origin = target_spec(source, config.dst, spec)
+        specs["target"] = target
         preprocessing["target"] = {**target.to_dict(), "description": target.describe()}
         preprocessing["target"]["origin"] = origin
-        target_inputs = ws.out / "inputs" / "x-target.npz"
-        with ws.timed("prepare"):
-            _save_inputs(target_inputs, target, records)
-    images_key = key_of(spec.to_dict(), names)  # what a calibrating converter is given
     # through JSON once, so the report in memory equals the one read back from disk
     report.preprocessing = json.loads(json.dumps(preprocessing))
-    with ws.progress.step(f"running the source on {source.framework}"):
-        src_y, artifact, crash = infer(ws, artifact, inputs, 0, config.batch_size, spec.layout)
     # the converters get the shape the images have where the model leaves it open
     artifact = replace(artifact, input_shape=concrete_shape(artifact.input_shape, spec))
     report.source = artifact
-    if crash is not None:
-        report.crashes.append(crash)
-        return
     report.write(ws.out / "report.json")
+    calibration = _calibration(ws, config, chain, spec, records)
+    fed = [Fed(0, artifact, "source", spec.layout)]
+    keys = [key]
     for index, edge in enumerate(chain, start=1):
         with ws.progress.step(f"converting {edge.src} -> {edge.dst} with {edge.tool}") as step:
             converted, key, seconds, crash = convert_hop(
-                ws, edge, index, artifact, key, config.convert, (inputs, images_key)
+                ws, edge, index, artifact, key, config.convert, calibration
             )
             step.result = "cached" if converted is not None and converted.cached else "done"
         hop = Hop(
@@ -201,23 +191,92 @@ def _run_chain(
             seconds,
             converter=edge.name,
             environment=environments.get(edge.env),
+            crash=crash,
         )
-        if crash is None:
-            with ws.progress.step(f"running the {edge.dst} model"):
-                fed = target_inputs if index == len(chain) else inputs
-                dst_y, converted, crash = infer(ws, converted, fed, index, config.batch_size)
-            if crash is None:
-                with ws.timed("compare"):
-                    agreement = compare(src_y, dst_y, names, accepted)
-                hop = replace(hop, artifact=converted, agreement=agreement)
-        if crash is not None:
-            hop = replace(hop, crash=crash)
-            report.crashes.append(crash)
         report.chain.append(hop)
         report.write(ws.out / "report.json")
-        if crash is not None:
-            return
+        if crash is not None or converted is None:
+            report.crashes.append(crash)  # type: ignore[arg-type]
+            break
+        feed = "target" if index == len(chain) and "target" in specs else "source"
+        fed.append(Fed(index, converted, feed))
+        keys.append(key)
         artifact = converted
+    _stream(ws, config, fed, keys, records, specs, report)
+
+
+def _stream(
+    ws: Workspace,
+    config: RunConfig,
+    fed: list[Fed],
+    keys: list[str],
+    records: list[datasets.ImageRecord],
+    specs: dict[str, PreprocessSpec],
+    report: RunReport,
+) -> None:
+    """The inference pass over every converted model; fills each hop's agreement or crash."""
+    frameworks = " -> ".join(f.artifact.framework for f in fed)
+    run_key = key_of(
+        "stream",
+        STREAM_REVISION,
+        keys,
+        [f.feed for f in fed],
+        {name: spec.to_dict() for name, spec in specs.items()},
+        [(r.name, r.path, r.accepted) for r in records],
+        config.batch_size,
+    )
+    with ws.progress.step(f"running {len(records):,} images through {frameworks}"):
+        result = stream_chain(
+            ws,
+            fed,
+            records,
+            specs,
+            key=run_key,
+            batch_size=config.stream_batch,
+            infer_batch=config.batch_size,
+            keep_inputs=config.keep_inputs,
+        )
+    report.stream = result.info
+    if result.info.get("resumed_at_batch"):
+        report.notes.append(
+            f"resumed at batch {result.info['resumed_at_batch']} of {result.info['batches']}:"
+            " the batches before it were done by an earlier, interrupted run"
+        )
+    if 0 in result.artifacts and report.source is not None:
+        done = result.artifacts[0]
+        report.source = replace(done, input_shape=report.source.input_shape)
+    if 0 in result.crashes:
+        report.crashes.insert(0, result.crashes[0])
+    for position, hop in enumerate(report.chain):
+        if hop.crash is not None:
+            continue
+        crash = result.crashes.get(hop.index)
+        if crash is not None:
+            report.crashes.append(crash)
+        report.chain[position] = replace(
+            hop,
+            artifact=result.artifacts.get(hop.index, hop.artifact),
+            agreement=result.agreements.get(hop.index),
+            crash=crash,
+        )
+
+
+def _calibration(
+    ws: Workspace,
+    config: RunConfig,
+    chain: list[ConverterInfo],
+    spec: PreprocessSpec,
+    records: list[datasets.ImageRecord],
+) -> tuple[Path, str] | None:
+    """The first images of the run, preprocessed for the source, for a converter that
+    calibrates (full-integer TFLite, static ONNX quantization); None when none does."""
+    if not any(edge.needs_calibration(config.convert) for edge in chain):
+        return None
+    chosen = records[:CALIBRATION_IMAGES]
+    path = ws.out / "scratch" / "calibration-run.npz"
+    with ws.timed("prepare"):
+        _save_inputs(path, spec, chosen)
+    return path, key_of(spec.to_dict(), [r.name for r in chosen])
 
 
 def _tool_envs(ws: Workspace, chain: list[ConverterInfo]) -> dict[str, dict[str, Any]]:
@@ -236,13 +295,10 @@ def _tool_envs(ws: Workspace, chain: list[ConverterInfo]) -> dict[str, dict[str,
 
 
 def _source_artifact(
-    ws: Workspace,
-    config: RunConfig,
-    source: SourceSpec,
-    records: list[datasets.ImageRecord],
-    report: RunReport,
+    ws: Workspace, config: RunConfig, source: SourceSpec, report: RunReport
 ) -> tuple[Artifact | None, str, PreprocessSpec]:
-    """Build the zoo model or take the user's file; settle the preprocessing for it."""
+    """Build the zoo model or take the user's file, load it to read its input shape (which
+    the converters need), and settle the preprocessing for it."""
     if source.file is not None:
         artifact = Artifact(framework=source.framework, path=str(source.file.resolve()))
         with ws.progress.step(f"loading {source.file.name}"):
@@ -251,6 +307,7 @@ def _source_artifact(
         if crash is not None:
             raise _load_error(source, crash, config.timeout)
         spec = _file_spec(config, source.framework, description or {})
+        artifact = replace(artifact, input_shape=_shape(description))
         return artifact, key_of("file", file_digest(source.file)), spec
     from convdiff.zoo import weights_plan, zoo_model
 
@@ -275,6 +332,9 @@ def _source_artifact(
             ws, source.name, source.framework, weights, config.seed, calibration, calibration_key
         )
         step.result = "cached" if artifact is not None and artifact.cached else "done"
+        if artifact is not None and crash is None:
+            description, crash = probe(ws, artifact, 0)
+            artifact = replace(artifact, input_shape=_shape(description))
     report.weights = {"policy": config.weights, **weights_info}
     if config.weights == "auto" and plan.policy == "random":
         report.notes.append(f"weights: {plan.note} (seed {config.seed})")
@@ -282,6 +342,10 @@ def _source_artifact(
         report.crashes.append(crash)
         return None, key, spec
     return artifact, key, spec
+
+
+def _shape(description: dict[str, Any] | None) -> tuple[int | None, ...]:
+    return tuple((description or {}).get("input_shape") or ())
 
 
 def _load_error(source: SourceSpec, crash: Crash, timeout: float) -> ConvdiffError:

@@ -175,17 +175,18 @@ def infer(
     ws: Workspace,
     artifact: Artifact,
     inputs: Path,
+    outputs: Path,
     hop: int,
     batch_size: int,
     layout: str = "auto",
 ) -> tuple[np.ndarray | None, Artifact, Crash | None]:
-    """Run a model on the run's input tensor; outputs are kept beside the report.
+    """Run a model on the ``x`` of the ``inputs`` npz (one batch of a stream, or all images);
+    its outputs pass through ``outputs``, which is removed once read.
 
     Returns the outputs, the artifact completed with the input shape and layout the runtime
     reported, and a crash if the model failed to load or run.
     """
     info = framework(artifact.framework)
-    outputs = ws.out / "outputs" / f"{hop}-{artifact.framework}.npz"
     outputs.parent.mkdir(parents=True, exist_ok=True)
     outcome = client.infer(
         ws.pool,
@@ -220,7 +221,9 @@ def infer(
         artifact.cached,
     )
     with np.load(outputs) as data:
-        return data["y"], done, None
+        y = data["y"]
+    outputs.unlink(missing_ok=True)
+    return y, done, None
 
 
 def _place(ws: Workspace, source: Path, fw: str, index: int, *, cached: bool) -> Artifact:

@@ -1,8 +1,9 @@
 """`convdiff run`'s config and report: typed results that serialize to a versioned JSON.
 
 report.json is read by scripts and CI jobs, so its top-level keys only ever grow; a change
-that renames or removes a key bumps ``SCHEMA_VERSION``. Tensors never go into it: outputs
-live beside it as .npz files.
+that renames or removes a key bumps ``SCHEMA_VERSION``. Tensors never go into it: each hop's
+per-image records (top-5 labels and scores of both sides, distances) live beside it in
+``outputs/<hop>-<framework>.npy``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from convdiff.core.jsonio import JsonResult
-from convdiff.core.options import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, ConvertOptions
+from convdiff.core.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STREAM_BATCH,
+    DEFAULT_TIMEOUT,
+    ConvertOptions,
+)
 from convdiff.core.records import Artifact, Crash, Phase
 from convdiff.metrics import PairMetrics
 
@@ -51,8 +57,12 @@ class RunConfig:
     use_cache: bool = True
     timeout: float = DEFAULT_TIMEOUT  # seconds per worker task
     batch_size: int = DEFAULT_BATCH_SIZE
+    # images decoded and fed to every model per step: memory is O(stream_batch), and an
+    # interrupted run resumes at its first unfinished step (commands.run.streaming)
+    stream_batch: int = DEFAULT_STREAM_BATCH
+    keep_inputs: bool = False  # keep the preprocessed images, inputs/x-<name>.npy
     # "source": the target gets the source's input tensor; "target": the last hop gets its
-    # own framework's customary preprocessing (run.flow.target_spec), saved as x-target.npz
+    # own framework's customary preprocessing (run.flow.target_spec)
     target_preprocess: str = "source"
     # load model files that run code when they load (Keras Lambda, pickles): core.trust
     trust_model_code: bool = False
@@ -135,6 +145,8 @@ class RunReport(JsonResult):
     first_disagreeing_hop: int | None = None
     max_discrepancy: float = 0.0
     crashes: list[Crash] = field(default_factory=list)
+    # the inference pass: batch, batches, images, seconds, images_per_second, resumed_at_batch
+    stream: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Phase] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str = ""  # status error: the one-line message the user got (exit 2)
