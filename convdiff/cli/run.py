@@ -53,6 +53,12 @@ from convdiff.core.options import DEFAULT_STREAM_BATCH
     help="Keep the preprocessed images in the run folder (inputs/x-<name>.npy, 0.6 MB per "
     "224x224 image); by default only each hop's per-image results are kept.",
 )
+@click.option(
+    "--keep-outputs",
+    is_flag=True,
+    help="Keep every model's whole outputs (outputs/y-<hop>-<framework>.npy, 4 KB per image "
+    "for 1000 classes); by default each hop keeps per-image top-5 labels and scores.",
+)
 @shared.trust_option
 @click.option(
     "--localize",
@@ -91,6 +97,7 @@ def command(ctx: click.Context, model: str, via: str, quiet: bool, **options: ob
         batch_size=options["batch_size"],
         stream_batch=options["stream_batch"],
         keep_inputs=bool(options["keep_inputs"]),
+        keep_outputs=bool(options["keep_outputs"]),
         trust_model_code=options["trust_model_code"],
         localize=bool(options["localize"]),
         repair=bool(options["repair"]),

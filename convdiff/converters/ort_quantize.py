@@ -40,7 +40,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from convdiff.converters import converter
+from convdiff.converters import CALIBRATION_IMAGES, converter
+from convdiff.core.arrays import read_images
 from convdiff.core.options import ConvertOptions
 
 SETTINGS: dict[str, dict[str, Any]] = {  # what each mode asks of the quantizer, for the record
@@ -132,8 +133,7 @@ class CalibrationImages:
         dims = first.type.tensor_type.shape.dim
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
         self.layout = layout_of(shape, "NCHW")
-        with np.load(images) as data:
-            x = data["x"].astype(np.float32)
+        x = read_images(images, limit=CALIBRATION_IMAGES)
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         batch = shape[0] if shape and shape[0] else 1

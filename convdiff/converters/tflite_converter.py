@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from convdiff.converters import CALIBRATION_IMAGES, converter
+from convdiff.core.arrays import read_images
 from convdiff.core.options import TFLITE_IO, TFLITE_OPTS, ConvertOptions
 from convdiff.frameworks import layout_of
 from convdiff.frameworks.keras import load as keras_load
@@ -125,8 +126,7 @@ def representative_dataset(
     """The converter's representative dataset: the run's images one at a time (batch 1, as the
     converter feeds its calibration model), at most :data:`MAX_CALIBRATION_IMAGES`, in the
     source's ``layout``: ``x`` is NHWC, a source that takes NCHW gets it transposed."""
-    with np.load(calibration) as data:
-        x = np.asarray(data["x"][:MAX_CALIBRATION_IMAGES], dtype=np.float32)
+    x = read_images(calibration, limit=MAX_CALIBRATION_IMAGES)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 

@@ -12,8 +12,10 @@ method from the orchestrator, which never imports a framework, so they are small
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -73,6 +75,12 @@ def _write_batch(
     return written
 
 
+def _leave_interrupts_to_the_parent() -> None:
+    """Ctrl-C reaches the whole process group: the run stops its decoders itself, so they
+    must not each print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ImageStream:
     """Iterate over ``records`` in batches of ``batch_size``, from batch ``start_batch`` on.
 
@@ -96,7 +104,8 @@ class ImageStream:
         self.folder = Path(folder)
         self.batch_size = batch_size
         self.start_batch = start_batch
-        self.processes = processes
+        # one batch has nothing to overlap with: starting processes would only cost time
+        self.processes = processes if self.batches - start_batch > 1 else 0
         self._executor: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[int, Future[dict[str, str]]]] = deque()
 
@@ -108,7 +117,9 @@ class ImageStream:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.processes > 0:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_leave_interrupts_to_the_parent,
             )
         return self
 
@@ -151,4 +162,29 @@ class ImageStream:
         self._pending.append((index, future))
 
 
-__all__ = ["DEFAULT_STREAM_BATCH", "Batch", "ImageStream", "batch_count"]
+def save_images(
+    path: Path,
+    spec: PreprocessSpec,
+    records: Sequence[ImageRecord],
+    scratch: Path,
+    batch_size: int = DEFAULT_STREAM_BATCH,
+    processes: int = 2,
+) -> Path:
+    """All images of ``records``, preprocessed by ``spec``, into the .npy ``path`` (N, H, W, 3)
+    float32, written batch by batch: memory O(batch) however many images. For commands that
+    run the models on the same images many times (localize, repair): they decode once."""
+    h, w = spec.size
+    x = np.lib.format.open_memmap(path, "w+", np.float32, (len(records), h, w, 3))
+    with ImageStream(records, {"x": spec}, scratch, batch_size, processes=processes) as stream:
+        for batch in stream:
+            with np.load(batch.files["x"]) as data:
+                x[batch.start : batch.stop] = data["x"]
+            batch.remove()
+    x.flush()
+    del x
+    with contextlib.suppress(OSError):  # only when empty: the caller's folder, else
+        scratch.rmdir()
+    return path
+
+
+__all__ = ["Batch", "ImageStream", "batch_count", "save_images"]

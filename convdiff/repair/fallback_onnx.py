@@ -55,6 +55,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from convdiff.core.arrays import read_images
 from convdiff.ir import onnx_quant
 from convdiff.repair.appliers import onnx as onnx_applier
 from convdiff.repair.appliers.dispatch import SkipEdit
@@ -422,8 +423,7 @@ def switch_errors(model: str, images: str, layers: int) -> dict[str, Any]:
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     first = next(i for i in session.get_inputs() if i.name != MASK)
     shape = [d if isinstance(d, int) and d > 0 else None for d in first.shape]
-    with np.load(images) as data:
-        x = data["x"][:MEASURE_IMAGES].astype(np.float32)
+    x = read_images(images, limit=MEASURE_IMAGES)
     if layout_of(shape, "NCHW") == "NCHW":
         x = x.transpose(0, 3, 1, 2)
     batches = list(_batches(x, shape[0] if shape else None))

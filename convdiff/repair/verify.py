@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.metrics import compare
+from convdiff.metrics import abs_max, compare
 from convdiff.repair.appliers.apply import apply_edits
 from convdiff.repair.patch import Edit
 from convdiff.runtime.pool import WorkerPool
@@ -72,7 +72,7 @@ class VerifyResult:
 
 def agreement(y_src: np.ndarray, y_dst: np.ndarray, names: list[str]) -> Agreement:
     m = compare(y_src, y_dst, names, [None] * len(names))
-    scale = float(np.abs(y_src).max()) if y_src.size else 0.0
+    scale = abs_max(y_src)
     same = m.top1_discrepancy == 0
     scale = max(scale, 1e-12)
     return Agreement(

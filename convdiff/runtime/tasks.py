@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.core.arrays import open_images
 from convdiff.core.options import ConvertOptions
 from convdiff.core.trust import record_written
 
@@ -71,7 +72,8 @@ def infer(
     layout: str = "auto",
     batch_size: int = 8,
 ) -> dict[str, Any]:
-    """Run a model on the NHWC tensor ``x`` of ``inputs`` and save its outputs as ``y``.
+    """Run a model on the NHWC images of ``inputs`` (an .npz's ``x``, or an .npy read a batch at
+    a time) and save its outputs: ``y`` of an .npz, or an .npy written batch by batch.
 
     The transposition to NCHW happens here, at the model's boundary, so every framework gets
     the very same pixels; ``auto`` reads the layout from the model's input shape. Load and
@@ -85,21 +87,30 @@ def infer(
     model = _load(module, framework, path)
     description = module.describe(model)
     loaded = time.perf_counter()
-    with np.load(inputs) as data:
-        x = data["x"].astype(np.float32)
+    x = open_images(inputs)  # an .npy stays on disk: read a batch at a time
     shape = list(description.get("input_shape") or [])
     if layout == "auto":
         layout = layout_of(shape, FRAMEWORKS[framework].layout)
     _check_fits(shape, layout, x.shape)
-    if layout == "NCHW":
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    chunks = [
-        np.asarray(module.predict(model, x[i : i + batch_size]), dtype=np.float32)
-        for i in range(0, len(x), batch_size)
-    ]
-    y = np.concatenate(chunks).reshape(len(x), -1)
+    y = None
+    for i in range(0, len(x), batch_size):
+        chunk = np.asarray(x[i : i + batch_size], dtype=np.float32)
+        if layout == "NCHW":
+            chunk = np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))
+        out = np.asarray(module.predict(model, chunk), dtype=np.float32).reshape(len(chunk), -1)
+        if y is None:
+            y = _outputs_file(outputs, len(x), out.shape[1])
+        y[i : i + len(chunk)] = out
+    if y is None:
+        y = np.zeros((0, 0), np.float32)
     finished = time.perf_counter()
-    np.savez(outputs, y=y)
+    if outputs.endswith(".npy"):
+        if isinstance(y, np.memmap):
+            y.flush()
+        else:
+            np.save(outputs, y)
+    else:
+        np.savez(outputs, y=y)
     return {
         **description,
         "layout": layout,
@@ -107,6 +118,14 @@ def infer(
         "infer_seconds": finished - loaded,
         "output_shape": list(y.shape),
     }
+
+
+def _outputs_file(outputs: str, images: int, classes: int) -> np.ndarray:
+    """Where the outputs go as they come: an ``.npy`` file mapped into memory (written batch
+    by batch, never whole in memory), or an array saved to the ``.npz`` at the end."""
+    if outputs.endswith(".npy"):
+        return np.lib.format.open_memmap(outputs, "w+", np.float32, (images, classes))
+    return np.empty((images, classes), np.float32)
 
 
 def _check_fits(shape: list[int | None], layout: str, nhwc: tuple[int, ...]) -> None:

@@ -24,13 +24,13 @@ from convdiff.core.options import PreprocessOptions, group_of
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework, package_version
 from convdiff.inputs import data as datasets
-from convdiff.inputs import preprocess
 from convdiff.inputs.preprocess import PreprocessSpec
 from convdiff.inputs.source import SourceSpec
 from convdiff.inputs.spec import check_classifier, resolve_spec
+from convdiff.inputs.stream import save_images
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.ir.segments import FunctionCheck, Point
-from convdiff.metrics import PairMetrics, align_classes, compare
+from convdiff.metrics import PairMetrics, abs_max, compare, max_abs_per_image
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages import StageContext, activations
@@ -114,7 +114,7 @@ def measure_runs(
     files = RunFiles(runs)
     spec, dst_shape = inputs.spec, inputs.target_shape
     with progress.step(f"preparing {len(records)} images ({spec.describe()})"):
-        np.savez(files.x_source, x=preprocess.batch(spec, records))
+        save_images(files.x_source, spec, records, runs / "scratch")
     evidence: dict[str, Any] = {}
     wanted = [s for s in RUN_STAGES if s in config.stages]
     with progress.step(f"running the source on {source.framework}"):
@@ -261,8 +261,7 @@ def _tvm_images(y_src: np.ndarray, y_dst: np.ndarray, chosen: list[int]) -> list
     """The few images TVM runs (it is slow: seconds per image untuned): the disagreeing ones
     whose activations are compared, topped up with those whose outputs differ most, at most
     :data:`MAX_TVM_IMAGES`, ascending."""
-    src, dst, _ = align_classes(y_src, y_dst)
-    gap = np.abs(src - dst).reshape(len(src), -1).max(axis=1)
+    gap = max_abs_per_image(y_src, y_dst)
     rest = [int(i) for i in np.argsort(-gap, kind="stable") if int(i) not in chosen]
     return sorted((chosen + rest)[:MAX_TVM_IMAGES])
 
@@ -371,7 +370,7 @@ def _inputs_evidence(
     }
     if own_spec != spec:
         with progress.step(f"running the target on its own preprocessing ({own_spec.describe()})"):
-            np.savez(files.x_target, x=preprocess.batch(own_spec, records))
+            save_images(files.x_target, own_spec, records, runs / "scratch")
             y_own, error = _native(
                 pool, config, target, files.x_target, files.outputs("target-own")
             )
@@ -399,7 +398,7 @@ def _runtime_evidence(
         "runtime": info.title,
         "runtime_version": info.version(),
         "tvm_version": package_version("apache-tvm") or "",
-        "scale": float(np.abs(y_dst).max()) if y_dst.size else 0.0,
+        "scale": abs_max(y_dst),
         "native_vs_source": same,
         "native_vs_tvm": None,
         "tvm_vs_source": None,
@@ -525,8 +524,7 @@ def _native(
     )
     if not outcome:
         return np.empty(0), f"{info.title} could not run {spec.file.name}: {outcome.message}"
-    with np.load(outputs) as data:
-        return data["y"], None
+    return np.load(outputs, mmap_mode="r"), None  # read as needed: it can be large
 
 
 def _metrics(m: PairMetrics) -> dict[str, Any]:

@@ -18,25 +18,26 @@ GRAPH_STAGES = ("weights", "hyperparams", "graph")  # what the canonical graphs 
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The tensors the model runs of a localization leave in ``<out>/runs`` (npz files: ``x``
-    inputs in NHWC, ``y`` outputs), named once, for the runs that write them and the repair
-    that reads them."""
+    """The tensors the model runs of a localization leave in ``<out>/runs``, named once, for
+    the runs that write them and the repair that reads them: images (NHWC) and whole-model
+    outputs as .npy files that tasks read and write a batch at a time (any number of images);
+    TVM's few-image outputs and activations as .npz."""
 
     folder: Path
 
     @property
     def x_source(self) -> Path:
         """The source's preprocessed images: every model of the localization is fed these."""
-        return self.folder / "x-source.npz"
+        return self.folder / "x-source.npy"
 
     @property
     def x_target(self) -> Path:
         """The images in the target framework's own preprocessing (the inputs stage)."""
-        return self.folder / "x-target.npz"
+        return self.folder / "x-target.npy"
 
     def outputs(self, side: str) -> Path:
         """``source``, ``target`` (on the source's tensors) or ``target-own`` outputs."""
-        return self.folder / f"y-{side}.npz"
+        return self.folder / f"y-{side}.npy"
 
     def tvm_outputs(self, side: str) -> Path:
         """A model's outputs on TVM (``source``, ``target``, ``target-route``)."""

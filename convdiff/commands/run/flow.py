@@ -235,6 +235,7 @@ def _stream(
             batch_size=config.stream_batch,
             infer_batch=config.batch_size,
             keep_inputs=config.keep_inputs,
+            keep_outputs=config.keep_outputs,
         )
     report.stream = result.info
     if result.info.get("resumed_at_batch"):

@@ -92,11 +92,14 @@ def stream_chain(
     batch_size: int,
     infer_batch: int,
     keep_inputs: bool = False,
+    keep_outputs: bool = False,
     processes: int = 2,
 ) -> StreamResult:
     """Feed ``records`` in batches of ``batch_size`` to ``models`` (the source first), compare
     every hop to the source per batch, and summarize. Resumes a pass of the same ``key`` left
-    in ``<run>/outputs``. ``infer_batch``: images per call into a framework."""
+    in ``<run>/outputs``. ``infer_batch``: images per call into a framework. ``keep_inputs``
+    and ``keep_outputs`` also keep the preprocessed images (``inputs/x-<name>.npy``) and every
+    model's whole outputs (``outputs/y-<hop>-<framework>.npy``)."""
     folder = ws.out / "outputs"
     state = _resume_state(folder, key, batch_size, len(records))
     total = batch_count(len(records), batch_size)
@@ -111,6 +114,7 @@ def stream_chain(
         result.crashes[int(hop_key)] = Crash(**fields)
     rows = {m.hop: _open_rows(rows_file(folder, m), len(records)) for m in hops}
     kept = _kept_inputs(ws.out / "inputs", specs, records) if keep_inputs else {}
+    logits: dict[int, np.ndarray] = {}
     alive = [m for m in models if not _stopped(result.crashes, m.hop)]
     started, done_before = time.perf_counter(), state.batches_done
     stream = ImageStream(
@@ -139,6 +143,10 @@ def stream_chain(
                     break
                 result.artifacts[fed.hop] = artifact
                 state.artifacts[str(fed.hop)] = asdict(artifact)
+                if keep_outputs:
+                    if fed.hop not in logits:
+                        logits[fed.hop] = _open_outputs(folder, fed, len(records), y)
+                    logits[fed.hop][batch.start : batch.stop] = y.reshape(len(y), -1)
                 if fed.hop == 0:
                     source_y = y
                     continue
@@ -148,7 +156,7 @@ def stream_chain(
             for name, array in kept.items():
                 with np.load(batch.files[name]) as data:
                     array[batch.start : batch.stop] = data["x"]
-            for array in (*rows.values(), *kept.values()):
+            for array in (*rows.values(), *kept.values(), *logits.values()):
                 array.flush()
             state.batches_done = batch.index + 1
             state.write(folder / STATE_FILE)
@@ -192,6 +200,18 @@ def _open_rows(path: Path, images: int) -> np.ndarray:
     if path.exists():
         return np.lib.format.open_memmap(path, mode="r+")
     return np.lib.format.open_memmap(path, mode="w+", dtype=ROW_DTYPE, shape=(images,))
+
+
+def _open_outputs(folder: Path, fed: Fed, images: int, y: np.ndarray) -> np.ndarray:
+    """``--keep-outputs``: a model's outputs, ``outputs/y-<hop>-<framework>.npy``, made at
+    full size when its first batch tells the width (kept as it is by a resumed pass)."""
+    path = folder / f"y-{fed.hop}-{fed.artifact.framework}.npy"
+    shape = (images, int(np.prod(y.shape[1:])))
+    if path.exists():
+        array = np.lib.format.open_memmap(path, mode="r+")
+        if array.shape == shape:
+            return array
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
 
 def _kept_inputs(

@@ -61,6 +61,7 @@ class RunConfig:
     # interrupted run resumes at its first unfinished step (commands.run.streaming)
     stream_batch: int = DEFAULT_STREAM_BATCH
     keep_inputs: bool = False  # keep the preprocessed images, inputs/x-<name>.npy
+    keep_outputs: bool = False  # keep every model's whole outputs, outputs/y-<hop>-<fw>.npy
     # "source": the target gets the source's input tensor; "target": the last hop gets its
     # own framework's customary preprocessing (run.flow.target_spec)
     target_preprocess: str = "source"

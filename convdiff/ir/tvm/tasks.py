@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from convdiff.core.arrays import image_count, read_images
 from convdiff.ir.tvm import execute
 from convdiff.ir.tvm.extract import extract
 from convdiff.ir.tvm.frontends import load_module
@@ -89,10 +90,12 @@ def run_tvm(
     compiled = execute.compile_module(imported.mod, layers if activations_npz else None)
     compiled_at = time.perf_counter()
     layout = execute.input_layout(layout, compiled.input_shape)
-    x = _images(inputs_npz, layout)
-    wanted = list(range(len(x))) if images is None else [int(i) for i in images]
-    ran = list(range(len(x))) if run_images is None else [int(i) for i in run_images]
-    y, acts = execute.run(compiled, x, ran, wanted)
+    count = image_count(inputs_npz)
+    ran = list(range(count)) if run_images is None else [int(i) for i in run_images]
+    wanted = ran if images is None else [int(i) for i in images]
+    x = _images(inputs_npz, layout, ran)  # only the images it runs: row k is image ran[k]
+    row = {image: k for k, image in enumerate(ran)}
+    y, acts = execute.run(compiled, x, list(range(len(ran))), [row[i] for i in wanted])
     finished = time.perf_counter()
     np.savez(outputs_npz, y=y)
     act_info = compiled.activations
@@ -114,11 +117,10 @@ def run_tvm(
     }
 
 
-def _images(inputs_npz: str, layout: str) -> np.ndarray:
-    """``x`` of ``inputs_npz`` (NHWC, as every runtime task receives it) as float32 in the
-    module's ``layout``."""
-    with np.load(inputs_npz) as data:
-        x = data["x"].astype(np.float32)
+def _images(inputs_npz: str, layout: str, indices: list[int]) -> np.ndarray:
+    """The images ``indices`` of ``inputs_npz`` (NHWC, as every runtime task receives it; an
+    .npz or an .npy read in place) as float32 in the module's ``layout``."""
+    x = read_images(inputs_npz, indices)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
@@ -147,11 +149,12 @@ def run_tvm_forced(
     sizes = {lid: int(v[0].size) for lid, v in fed.items() if len(v)}
     compiled = execute.compile_forced(imported.mod, sizes, measured)
     compiled_at = time.perf_counter()
-    x = _images(inputs_npz, execute.input_layout(layout, execute.input_shape(imported.mod)))
+    layout = execute.input_layout(layout, execute.input_shape(imported.mod))
+    x = _images(inputs_npz, layout, [int(i) for i in images])  # row k is image images[k]
     measured_out: dict[str, list[np.ndarray]] = {lid: [] for lid, _, _ in compiled.measured}
-    for k, image in enumerate(images):
+    for k in range(len(images)):
         values = {lid: fed[lid][k] for lid, _, _ in compiled.forced}
-        for lid, value in execute.run_forced(compiled, x[image : image + 1], values).items():
+        for lid, value in execute.run_forced(compiled, x[k : k + 1], values).items():
             measured_out[lid].append(value if value.shape[:1] == (1,) else value[None])
     np.savez(out_npz, **{lid: np.concatenate(v) for lid, v in measured_out.items() if v})
     return {

@@ -21,7 +21,7 @@ from convdiff.core.progress import Progress
 from convdiff.runtime.pool import WorkerPool
 from tests.tiny.faults import inject
 
-RUNS = ["x-source.npz", "y-source.npz", "y-target.npz", "y-target-tvm.npz"]
+RUNS = ["x-source.npy", "y-source.npy", "y-target.npy", "y-target-tvm.npz"]
 FUNCTION = ["act-source.npz", "function-fed.npz", "function-target.npz"]
 
 

@@ -71,8 +71,8 @@ def test_a_preprocessing_mismatch_is_an_inputs_finding_with_both_pipelines(
     assert written["findings"][0]["kind"] == "preprocessing"
     assert written["runs"]["inputs"]["own_preprocessing"]["top1_discrepancy"] == 50.0
     assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == [
-        "x-source.npz", "x-target.npz", "y-source.npz", "y-target-own.npz",
-        "y-target-tvm.npz", "y-target.npz",
+        "x-source.npy", "x-target.npy", "y-source.npy", "y-target-own.npy",
+        "y-target-tvm.npz", "y-target.npy",
     ]  # fmt: skip
 
 

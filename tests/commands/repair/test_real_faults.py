@@ -61,6 +61,8 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], RunRepor
                 convert=ConvertOptions(torch_exporter="torchscript", opset=17),
                 out=tmp_path_factory.mktemp(model.replace(":", "_")),
                 cache_dir=cache,
+                keep_inputs=True,
+                keep_outputs=True,
             )
             report = run(config, Progress(enabled=False))
             assert report.crashes == [] and report.max_abs_diff < 1e-5, report.crashes
@@ -76,7 +78,7 @@ def test_repair_restores_the_source_outputs(
 ) -> None:
     ran = export(model)
     folder = Path(ran.out_dir)
-    x = np.load(folder / "inputs" / "x.npz")["x"]
+    x = np.load(folder / "inputs" / "x-source.npy")
     expected = inject(ran.chain[-1].artifact.path, fault, tmp_path / "faulty.onnx", x[:4])
     assert expected is not None, f"no node of {model} takes {fault}"
     config = RepairConfig(
@@ -92,6 +94,6 @@ def test_repair_restores_the_source_outputs(
     )
     report = repair(config, Progress(enabled=False), pool)
     assert report.status == "repaired", (expected.change, report.top, report.edits)
-    source = np.load(folder / "outputs" / "0-torch.npz")["y"]
+    source = np.load(folder / "outputs" / "y-0-torch.npy")
     repaired = run_images(onnx.load(tmp_path / "repaired.onnx"), x)
     assert np.abs(repaired - source).max() < FLOAT_LEVEL, (expected.change, report.edits)
