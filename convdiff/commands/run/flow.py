@@ -238,6 +238,11 @@ def _stream(
             keep_outputs=config.keep_outputs,
         )
     report.stream = result.info
+    for hop, listed in result.info.get("listed", {}).items():
+        report.notes.append(
+            f"hop {hop}: the report lists the first {listed} disagreeing images; every image's"
+            f" labels are in outputs/{hop}-<framework>.npy"
+        )
     if result.info.get("resumed_at_batch"):
         report.notes.append(
             f"resumed at batch {result.info['resumed_at_batch']} of {result.info['batches']}:"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from convdiff.inputs.stream import ImageStream, batch_count
 from convdiff.metrics import ROW_DTYPE, PairMetrics, pair_rows, summarize
 
 STATE_FILE = "stream.json"
+# Disagreeing images a report lists per hop: beyond this, a 50,000-image run that disagrees
+# on most labels would write megabytes of JSON; every image is in the hop's records anyway.
+MAX_LISTED = 1000
 
 
 @dataclass(frozen=True)
@@ -174,9 +177,11 @@ def stream_chain(
     for fed in hops:
         if _stopped(result.crashes, fed.hop):
             continue
-        result.agreements[fed.hop] = summarize(
-            rows[fed.hop], names, accepted, state.notes.get(str(fed.hop), "")
-        )
+        agreement = summarize(rows[fed.hop], names, accepted, state.notes.get(str(fed.hop), ""))
+        if len(agreement.disagreeing) > MAX_LISTED:  # all of them are in the hop's records
+            agreement = replace(agreement, disagreeing=agreement.disagreeing[:MAX_LISTED])
+            result.info.setdefault("listed", {})[str(fed.hop)] = MAX_LISTED
+        result.agreements[fed.hop] = agreement
     return result
 
 
