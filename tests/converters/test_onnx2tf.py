@@ -250,7 +250,7 @@ def test_run_reuses_the_environment(
         args = ["run", str(tiny_onnx), "--dst", "tflite", "--converter", "onnx2tf"]
         result = CliRunner().invoke(cli, [*args, "--limit", "2", "--out", str(out), "--no-cache"])
         assert result.exit_code == 0, result.output
-        assert f"[1/6] tool environment {DEFAULT} ... ready" in result.stderr
+        assert f"[1/4] tool environment {DEFAULT} ... ready" in result.stderr
         assert (
             "1. onnx -> tflite with onnx2tf (onnx2tf 1.29.24, tensorflow 2.19.0, onnx 1.19.1; "
             f"env {DEFAULT}) [defaults]: top-1 0.0%, top-5 0.0%"

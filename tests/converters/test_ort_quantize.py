@@ -230,6 +230,7 @@ def test_a_run_of_the_transform_alone(tiny_onnx: Path, tmp_path: Path, mode: str
         out=tmp_path / "run",
         cache_dir=tmp_path / "cache",
         convert=ConvertOptions(ort_quant=mode),
+        keep_inputs=True,
     )
     report = run(config, None)
     assert report.route == ["onnx", "onnx"] and report.status in ("ok", "discrepancy")
@@ -246,7 +247,6 @@ def test_a_run_of_the_transform_alone(tiny_onnx: Path, tmp_path: Path, mode: str
     assert quantized.parent == tmp_path / "run" / "artifacts" / "1-onnx"
     assert _ops(quantized) == (DYNAMIC_OPS if mode == "dynamic" else QDQ_OPS)
     if mode == "static-qdq":
-        with np.load(tmp_path / "run" / "inputs" / "x.npz") as data:
-            x = data["x"]
+        x = np.load(tmp_path / "run" / "inputs" / "x-source.npy")
         low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
         assert float(_init(quantized, "input_scale")) == pytest.approx((high - low) / 255)
