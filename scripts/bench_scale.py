@@ -351,9 +351,9 @@ def baseline(source: str, target: str, files: str, batch_size: int) -> None:
 def goals(results: list[SizeResult]) -> list[tuple[str, float, float, bool]]:
     """(what, value, bound, met) for each goal: largest against smallest set, and throughput
     at each size."""
-    small, large = results[0], results[-1]
-    checks = []
+    checks: list[tuple[str, float, float, bool]] = []
     if len(results) > 1:
+        small, large = results[0], results[-1]
         name = f"({large.images})/({small.images})"
         peak = large.peak_rss_mb / small.peak_rss_mb
         folder = large.folder_mb / small.folder_mb
@@ -414,26 +414,26 @@ def main() -> None:
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     work = args.work or Path(tempfile.mkdtemp(prefix="convdiff-bench-scale-"))
+    existed = args.work is not None and work.exists()
     work.mkdir(parents=True, exist_ok=True)
     before = set(work.iterdir())  # a folder the user gave: remove only what this run adds
     progress(f"work folder {work}")
+    results: list[SizeResult] = []
+    failed: dict[str, object] = {}
     try:
         pool = work / f"pool-seed{args.seed}"
         generate(pool, sizes[-1], args.seed)
         sets = {n: image_set(work, pool, n) for n in sizes}
         warm = warm_up(sets[sizes[0]], work, args.batch_size, env)
-        results = [
-            bench_size(
-                n,
-                sets[n],
-                warm,
-                work,
-                args.large_repeats if n >= LARGE else args.repeats,
-                args.batch_size,
-                env,
-            )
-            for n in sizes
-        ]
+        for n in sizes:
+            repeats = args.large_repeats if n >= LARGE else args.repeats
+            try:
+                results.append(bench_size(n, sets[n], warm, work, repeats, args.batch_size, env))
+            except (RuntimeError, OSError, KeyError, ValueError) as exc:
+                # e.g. killed for memory at 50,000: keep the smaller sizes' figures
+                failed = {"images": n, "error": f"{type(exc).__name__}: {exc}"}
+                progress(f"{n} images failed, stopping: {failed['error']}")
+                break
     finally:
         if not args.keep:
             for child in set(work.iterdir()) - before:
@@ -441,9 +441,12 @@ def main() -> None:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink()
-            if not before:
+            if not existed:
                 work.rmdir()
-    print(render_table(results))
+    if results:
+        print(render_table(results))
+    if failed:
+        print(f"- {failed['images']:,} images: FAILED ({failed['error']})")
     figures = {
         "model": MODEL,
         "batch_size": args.batch_size,
@@ -453,10 +456,13 @@ def main() -> None:
             {"goal": what, "value": value, "bound": bound, "met": met}
             for what, value, bound, met in goals(results)
         ],
+        "failed": failed or None,
     }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
