@@ -16,7 +16,8 @@ larger sets only add files), then runs MobileNetV2 (random weights) Keras -> TFL
 
 Both are timed from this process, alternately, so machine noise hits both alike. Measured:
 wall seconds of the command and images/s = N / wall (model loading included on both sides);
-convdiff's inference-phase images/s from report.json's timings; peak resident memory of the
+convdiff's inference-phase images/s from report.json's timings; CPU seconds (user + system) of
+the whole tree, which a busy machine disturbs less than wall time; peak resident memory of the
 whole process tree (the command and every descendant, found through /proc ppid links and
 sampled every 0.2 s; the RSS of the members is summed, so pages they share are counted once
 per process: the peak of that sum); the run folder's size after the run (apparent bytes and
@@ -33,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -158,6 +160,14 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return apparent, on_disk
 
 
+def children_cpu_s() -> float:
+    """User + system seconds of this process's reaped descendants so far: a command's whole
+    tree, workers included, once it has exited (each parent reaps its children and their
+    times roll up), however busy the machine is with other work."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -180,6 +190,9 @@ class SizeResult:
     folder_disk_mb: float  # run folder, allocated blocks
     top1_discrepancy: float  # convdiff's report
     baseline_top1_discrepancy: float
+    convdiff_cpu_s: float  # user + system seconds of the whole tree (robust to a busy machine)
+    baseline_cpu_s: float
+    cpu_ratio: float  # baseline CPU seconds over convdiff's: the throughput ratio in CPU time
     timings: dict[str, float] = field(default_factory=dict)  # convdiff phase seconds (median)
     all_runs: dict[str, list[float]] = field(default_factory=dict)
 
@@ -227,6 +240,7 @@ def bench_size(
 
     for i in range(repeats):
         progress(f"{count} images, run {i + 1}/{repeats}: baseline")
+        cpu = children_cpu_s()
         wall, peak, out = timed(
             [sys.executable, __file__, "--baseline", warm["source"], warm["target"], str(files)]
             + ["--batch-size", str(batch_size)],
@@ -234,6 +248,7 @@ def bench_size(
             POLL_SECONDS,
             work / f"baseline-{count}-{i}.log",
         )
+        add("baseline_cpu_s", children_cpu_s() - cpu)
         base = json.loads(out.strip().splitlines()[-1])
         if base["images"] != count:
             raise RuntimeError(f"the baseline ran {base['images']} images, not {count}")
@@ -243,12 +258,14 @@ def bench_size(
 
         progress(f"{count} images, run {i + 1}/{repeats}: convdiff run")
         run_dir = work / "runs" / f"{count}-{i}"
+        cpu = children_cpu_s()
         wall, peak, _ = timed(
             convdiff_command(data, run_dir, warm["cache"], batch_size),
             env,
             POLL_SECONDS,
             work / f"convdiff-{count}-{i}.log",
         )
+        add("convdiff_cpu_s", children_cpu_s() - cpu)
         report = json.loads((run_dir / "report.json").read_text())
         if report["images"] != count:
             raise RuntimeError(f"convdiff ran {report['images']} images, not {count}")
@@ -282,6 +299,9 @@ def bench_size(
         folder_disk_mb=med["folder_disk_mb"],
         top1_discrepancy=med["top1_discrepancy"],
         baseline_top1_discrepancy=med["baseline_top1_discrepancy"],
+        convdiff_cpu_s=med["convdiff_cpu_s"],
+        baseline_cpu_s=med["baseline_cpu_s"],
+        cpu_ratio=med["baseline_cpu_s"] / med["convdiff_cpu_s"],
         timings={p: statistics.median(v) for p, v in phases.items()},
         all_runs=runs,
     )
@@ -376,15 +396,17 @@ def goals(results: list[SizeResult]) -> list[tuple[str, float, float, bool]]:
 def render_table(results: list[SizeResult]) -> str:
     lines = [
         "| images | runs | convdiff wall s | images/s | infer phase images/s | "
-        "baseline images/s | ratio | peak RSS MB | baseline peak RSS MB | run folder MB | "
-        "on disk MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "baseline images/s | ratio | CPU s | baseline CPU s | CPU ratio | peak RSS MB | "
+        "baseline peak RSS MB | run folder MB | on disk MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.images:,} | {r.repeats} | {r.convdiff_wall_s:.1f} | "
             f"{r.convdiff_images_per_s:.1f} | {r.infer_images_per_s:.1f} | "
-            f"{r.baseline_images_per_s:.1f} | {r.throughput_ratio:.2f} | {r.peak_rss_mb:.0f} | "
+            f"{r.baseline_images_per_s:.1f} | {r.throughput_ratio:.2f} | "
+            f"{r.convdiff_cpu_s:.1f} | {r.baseline_cpu_s:.1f} | {r.cpu_ratio:.2f} | "
+            f"{r.peak_rss_mb:.0f} | "
             f"{r.baseline_peak_rss_mb:.0f} | {r.folder_mb:.1f} | {r.folder_disk_mb:.1f} |"
         )
     lines.append("")
