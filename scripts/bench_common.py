@@ -42,15 +42,23 @@ def tree_rss_mb(root: int) -> float:
     return total
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) of the process tree, stdout."""
+def timed(
+    cmd: list[str], env: dict[str, str], interval: float = 0.05, log: Path | None = None
+) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) of the process tree (sampled every ``interval`` seconds),
+    stdout. stderr goes to ``log`` when given (to see why a long run failed), else nowhere."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    stderr = log.open("wb") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env)
+    finally:
+        if log is not None:
+            stderr.close()  # the child holds its own copy
     peak = [0.0]
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(0.05):
+        while not done.wait(interval):
             peak[0] = max(peak[0], tree_rss_mb(proc.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -61,7 +69,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     done.set()
     sampler.join()
     if proc.returncode not in (0, 1):  # localize: 1 = findings
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+        where = f" (stderr in {log})" if log is not None else ""
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}{where}")
     return wall, peak[0], out
 
 
