@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -228,8 +229,10 @@ def bench_size(
     repeats: int,
     batch_size: int,
     env: dict[str, str],
+    reference: SizeResult | None = None,
 ) -> SizeResult:
-    """Baseline and convdiff on one set, alternately, ``repeats`` times."""
+    """Baseline and convdiff on one set, alternately, ``repeats`` times. With ``reference``
+    (a smaller set's result) the baseline is not run: its rate there stands for this size."""
     files = work / f"files-{count}.txt"
     files.write_text("".join(f"{p}\n" for p in sorted(map(str, data.iterdir()))))
     runs: dict[str, list[float]] = {}
@@ -239,23 +242,13 @@ def bench_size(
         runs.setdefault(key, []).append(value)
 
     for i in range(repeats):
-        progress(f"{count} images, run {i + 1}/{repeats}: baseline")
-        cpu = children_cpu_s()
-        wall, peak, out = timed(
-            [sys.executable, __file__, "--baseline", warm["source"], warm["target"], str(files)]
-            + ["--batch-size", str(batch_size)],
-            env,
-            POLL_SECONDS,
-            work / f"baseline-{count}-{i}.log",
-        )
-        add("baseline_cpu_s", children_cpu_s() - cpu)
-        base = json.loads(out.strip().splitlines()[-1])
-        if base["images"] != count:
-            raise RuntimeError(f"the baseline ran {base['images']} images, not {count}")
-        add("baseline_wall_s", wall)
-        add("baseline_peak_rss_mb", peak)
-        add("baseline_top1_discrepancy", base["top1_discrepancy"])
-
+        if reference is not None:
+            add("baseline_wall_s", count / reference.baseline_images_per_s)
+            add("baseline_cpu_s", reference.baseline_cpu_s / reference.images * count)
+            add("baseline_peak_rss_mb", reference.baseline_peak_rss_mb)
+            add("baseline_top1_discrepancy", float("nan"))
+        else:
+            _run_baseline(count, i, warm, files, batch_size, env, work, add)
         progress(f"{count} images, run {i + 1}/{repeats}: convdiff run")
         run_dir = work / "runs" / f"{count}-{i}"
         cpu = children_cpu_s()
@@ -305,6 +298,35 @@ def bench_size(
         timings={p: statistics.median(v) for p, v in phases.items()},
         all_runs=runs,
     )
+
+
+def _run_baseline(
+    count: int,
+    i: int,
+    warm: dict,
+    files: Path,
+    batch_size: int,
+    env: dict[str, str],
+    work: Path,
+    add: Callable[[str, float], None],
+) -> None:
+    """One run of the one-process baseline on ``files``; its figures go to ``add``."""
+    progress(f"{count} images, run {i + 1}: baseline")
+    cpu = children_cpu_s()
+    wall, peak, out = timed(
+        [sys.executable, __file__, "--baseline", warm["source"], warm["target"], str(files)]
+        + ["--batch-size", str(batch_size)],
+        env,
+        POLL_SECONDS,
+        work / f"baseline-{count}-{i}.log",
+    )
+    add("baseline_cpu_s", children_cpu_s() - cpu)
+    base = json.loads(out.strip().splitlines()[-1])
+    if base["images"] != count:
+        raise RuntimeError(f"the baseline ran {base['images']} images, not {count}")
+    add("baseline_wall_s", wall)
+    add("baseline_peak_rss_mb", peak)
+    add("baseline_top1_discrepancy", base["top1_discrepancy"])
 
 
 def warm_up(data: Path, work: Path, batch_size: int, env: dict[str, str]) -> dict:
@@ -428,6 +450,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="work folder (default: a new one in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--baseline-max",
+        type=int,
+        default=None,
+        help="run the baseline only on sets of at most this many images; larger sets are "
+        "compared with the rate it had on the largest of those (it runs at a steady rate)",
+    )
     parser.add_argument("--baseline", nargs=3, metavar=("SOURCE", "TARGET", "FILES"))
     args = parser.parse_args()
     if args.baseline:
@@ -449,8 +478,12 @@ def main() -> None:
         warm = warm_up(sets[sizes[0]], work, args.batch_size, env)
         for n in sizes:
             repeats = args.large_repeats if n >= LARGE else args.repeats
+            skip = args.baseline_max is not None and n > args.baseline_max and results
+            reference = results[-1] if skip else None
             try:
-                results.append(bench_size(n, sets[n], warm, work, repeats, args.batch_size, env))
+                results.append(
+                    bench_size(n, sets[n], warm, work, repeats, args.batch_size, env, reference)
+                )
             except (RuntimeError, OSError, KeyError, ValueError) as exc:
                 # e.g. killed for memory at 50,000: keep the smaller sizes' figures
                 failed = {"images": n, "error": f"{type(exc).__name__}: {exc}"}
