@@ -31,11 +31,11 @@ def _images(folder: Path, count: int) -> list[ImageRecord]:
     return records
 
 
-@pytest.mark.parametrize("processes", [0, 2])
-def test_batches_hold_every_image_once_in_order(tmp_path: Path, processes: int) -> None:
+@pytest.mark.parametrize("threads", [0, 2])
+def test_batches_hold_every_image_once_in_order(tmp_path: Path, threads: int) -> None:
     records = _images(tmp_path, 7)
     seen = []
-    with ImageStream(records, SPECS, tmp_path / "s", 3, processes=processes) as stream:
+    with ImageStream(records, SPECS, tmp_path / "s", 3, threads=threads) as stream:
         assert stream.batches == 3
         for batch in stream:
             for name, spec in SPECS.items():
@@ -56,7 +56,7 @@ def test_a_stream_starts_at_the_batch_it_is_told(tmp_path: Path) -> None:
 
 def test_leaving_early_removes_the_batches_decoded_ahead(tmp_path: Path) -> None:
     records = _images(tmp_path, 9)
-    with ImageStream(records, SPECS, tmp_path / "s", 1, processes=2) as stream:
+    with ImageStream(records, SPECS, tmp_path / "s", 1, threads=2) as stream:
         first = next(iter(stream))
         assert first.files["source"].exists()
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == []
@@ -69,7 +69,7 @@ def test_an_undecodable_image_is_the_users_error(tmp_path: Path) -> None:
     Path(records[1].path).write_bytes(b"not an image")
     with (
         pytest.raises(DataError, match="cannot decode image"),
-        ImageStream(records, SPECS, tmp_path / "s", 1, processes=0) as stream,
+        ImageStream(records, SPECS, tmp_path / "s", 1, threads=0) as stream,
     ):
         list(stream)
 

@@ -96,7 +96,7 @@ def stream_chain(
     infer_batch: int,
     keep_inputs: bool = False,
     keep_outputs: bool = False,
-    processes: int = 2,
+    threads: int = 2,
 ) -> StreamResult:
     """Feed ``records`` in batches of ``batch_size`` to ``models`` (the source first), compare
     every hop to the source per batch, and summarize. Resumes a pass of the same ``key`` left
@@ -121,7 +121,7 @@ def stream_chain(
     alive = [m for m in models if not _stopped(result.crashes, m.hop)]
     started, done_before = time.perf_counter(), state.batches_done
     stream = ImageStream(
-        records, specs, ws.out / "scratch" / "stream", batch_size, state.batches_done, processes
+        records, specs, ws.out / "scratch" / "stream", batch_size, state.batches_done, threads
     )
     with stream:
         for batch in stream:
