@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
     for index, (wnid, name) in ANCHORS.items():
         if wnids[index] != wnid or names[index] != name or name not in lemmas[wnid]:
             raise SystemExit(f"class {index}: {wnids[index]} {names[index]!r} != {wnid} {name!r}")
-    renamed = [i for i, (w, n) in enumerate(zip(wnids, names)) if n.casefold() not in lemmas[w]]
+    pairs = enumerate(zip(wnids, names, strict=True))
+    renamed = [i for i, (w, n) in pairs if n.casefold() not in lemmas[w]]
     print(f"{1000 - len(renamed)} of 1000 class names are a lemma of their id; renamed:")
     for i in renamed:
         print(f"  {i} {wnids[i]} {names[i]!r}: {', '.join(lemmas[wnids[i]])}")
