@@ -50,7 +50,7 @@ CASES = [
         [
             '2: unknown key "verbose" in [defaults]; valid keys: model, src, dst, via, '
             "tflite_opt, opset, torch_exporter, tflite_io, ort_quant, converters, tool_versions, "
-            "weights, seed, data, labels, limit, preprocess, "
+            "weights, seed, data, labels, limit, sample, preprocess, "
             "input_size, mean, std, layout, resize, max_top1_discrepancy, max_abs_diff, "
             "allow_crash, trust_model_code"
         ],
