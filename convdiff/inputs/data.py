@@ -434,11 +434,12 @@ def _match_labels(path: Path, table: Labels, names: list[str], folder: Path) -> 
     is the usual case); a file that matches none of the images is an error.
     """
     by_basename: dict[str, list[str]] = {}
-    by_stem: dict[str, list[str]] = {}
+    by_stem: dict[str, list[str]] = {}  # path and file name without the extension
     for name in names:
         by_basename.setdefault(name.rsplit("/", 1)[-1], []).append(name)
-        by_stem.setdefault(name.rsplit(".", 1)[0], []).append(name)
-        by_stem.setdefault(name.rsplit("/", 1)[-1].rsplit(".", 1)[0], []).append(name)
+        stem = name.rsplit(".", 1)[0]
+        for key in dict.fromkeys((stem, stem.rsplit("/", 1)[-1])):
+            by_stem.setdefault(key, []).append(name)
     found: Labels = {}
     for key, value in table.items():
         key = key.replace("\\", "/").removeprefix("./")

@@ -100,8 +100,10 @@ def plan(config: TableConfig) -> list[ModelBlock]:
             f"two models would share the table block {twice[0]!r}",
             "give each model once, and model files distinct names",
         )
+    images = group_of(ImageOptions, config)
+    images.check()
     if config.data is not None:  # a bad image folder is one error, not one per cell
-        datasets.load_images(**asdict(group_of(ImageOptions, config)))
+        datasets.load_images(**asdict(images))
     return blocks
 
 
