@@ -312,7 +312,7 @@ def _scan(
     entries: list[tuple[str, Path]], limit: int | None
 ) -> tuple[list[tuple[str, Path]], list[SkippedFile]]:
     """The readable images among ``entries`` (in order) and the skipped files, test-decoding
-    on a process pool (:mod:`convdiff.inputs.scan`). With ``limit``, the scan goes window by
+    on two threads (:mod:`convdiff.inputs.scan`). With ``limit``, the scan goes window by
     window, each window the next files that could fill the limit, and stops once it is met."""
     images: list[tuple[str, Path]] = []
     skipped: list[SkippedFile] = []

@@ -3,6 +3,7 @@ readability check on a process pool gives the same answers as in-process."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -70,9 +71,9 @@ def test_a_sampled_folder_is_stratified_sorted_and_decodes_only_the_picks(
 ) -> None:
     checked: list[int] = []
 
-    def spy(paths: list[str], processes: int | None = None) -> list[str]:
+    def spy(paths: list[str], threads: int | None = None) -> list[str]:
         checked.append(len(paths))
-        return scan.check_files(paths, processes)
+        return scan.check_files(paths, threads)
 
     monkeypatch.setattr(data, "check_files", spy)
     records = image_folder(classes, sample=10, seed=0)
@@ -143,8 +144,7 @@ def test_the_embedded_sample_set_can_be_sampled_too() -> None:
 # --- the readability check on a pool ----------------------------------------------------------
 
 
-@pytest.mark.workers  # starts two processes
-def test_the_pool_gives_the_same_answers_in_the_same_order(
+def test_the_threads_give_the_same_answers_in_the_same_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = []
@@ -156,16 +156,15 @@ def test_the_pool_gives_the_same_answers_in_the_same_order(
             _png(path, value=i)
         paths.append(str(path))
     monkeypatch.setattr(scan, "CHUNK", 4)
-    serial = scan.check_files(paths, processes=1)
-    pooled = scan.check_files(paths, processes=2)
-    assert pooled == serial
+    serial = scan.check_files(paths, threads=1)
+    assert scan.check_files(paths, threads=2) == serial
     assert [i for i, m in enumerate(serial) if m] == [3, 10, 17, 24]
     assert serial[3] == "UnidentifiedImageError: cannot identify image file"
 
 
-def test_small_scans_stay_in_process() -> None:
-    assert scan.processes_for(scan.POOL_MIN_FILES - 1) == 1
-    assert scan.processes_for(50_000) == min(2, __import__("os").cpu_count() or 1)
+def test_small_scans_stay_in_the_calling_thread() -> None:
+    assert scan.threads_for(scan.POOL_MIN_FILES - 1) == 1
+    assert scan.threads_for(50_000) == min(2, len(os.sched_getaffinity(0)))
 
 
 # --- the command line -------------------------------------------------------------------------
