@@ -3,6 +3,7 @@ readability check on a process pool gives the same answers as in-process."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -199,3 +200,27 @@ def test_the_options_group_refuses_a_sample_below_one_and_a_bad_seed() -> None:
         with pytest.raises(ConvdiffError) as caught:
             options.check()
         assert str(caught.value) == message
+
+
+@pytest.mark.workers
+def test_a_run_records_sample_and_seed(tiny_onnx: Path, tmp_path: Path) -> None:
+    for label, count in ((281, 4), (0, 2)):
+        for i in range(count):
+            _png(tmp_path / "images" / str(label) / f"{i}.png", value=40 * i)
+    result = CliRunner().invoke(
+        cli,
+        ["run", str(tiny_onnx), "--dst", "torch", "--data", str(tmp_path / "images"),
+         "--sample", "3", "--seed", "5", "--out", str(tmp_path / "run"),
+         "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["data"] == {
+        "source": str(tmp_path / "images"),
+        "images": 3,
+        "skipped": 0,
+        "labelled": 3,
+        "sample": 3,
+        "seed": 5,
+    }
+    assert f"images: 3 from {tmp_path / 'images'} (--sample 3 --seed 5)" in result.output
