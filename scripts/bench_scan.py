@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 import tempfile
@@ -82,6 +83,8 @@ def main(argv: list[str]) -> int:
         folder_s, records = best_of(3, lambda: data.image_folder(folder))
         sample_s, sampled = best_of(3, lambda: data.image_folder(folder, sample=500, seed=0))
         figures = {
+            "cores": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),  # other work competing
             "images": count,
             "megabytes": round(megabytes, 1),
             "write_seconds": round(written, 1),
@@ -89,6 +92,7 @@ def main(argv: list[str]) -> int:
             "check_2_threads_seconds": round(threads_s, 2),
             "check_2_spawned_processes_seconds": round(pooled_s, 2),
             "process_pool_startup_seconds": round(startup_s, 2),
+            "seconds_per_50000_one_thread": round(serial_s * 50000 / count, 1),
             "speedup_threads": round(serial_s / threads_s, 2),
             "speedup_processes": round(serial_s / pooled_s, 2),
             "same_results": serial == threaded == pooled,
