@@ -81,6 +81,12 @@ def main(argv: list[str]) -> int:
         pooled_s, pooled = best_of(3, lambda: check_on_processes(paths))
         startup_s, _ = best_of(3, lambda: check_on_processes(paths[:2]))
         folder_s, records = best_of(3, lambda: data.image_folder(folder))
+        threads_for = scan.threads_for
+        scan.threads_for = lambda count: 1  # the scan as it was: one file after another
+        try:
+            folder_1_s, _ = best_of(3, lambda: data.image_folder(folder))
+        finally:
+            scan.threads_for = threads_for
         sample_s, sampled = best_of(3, lambda: data.image_folder(folder, sample=500, seed=0))
         figures = {
             "cores": os.cpu_count(),
@@ -96,6 +102,7 @@ def main(argv: list[str]) -> int:
             "speedup_threads": round(serial_s / threads_s, 2),
             "speedup_processes": round(serial_s / pooled_s, 2),
             "same_results": serial == threaded == pooled,
+            "image_folder_1_thread_seconds": round(folder_1_s, 2),
             "image_folder_seconds": round(folder_s, 2),
             "image_folder_sample_500_seconds": round(sample_s, 2),
             "labelled": sum(1 for r in records if r.accepted),
