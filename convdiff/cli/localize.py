@@ -24,6 +24,7 @@ def model_pair_options(command: Callable) -> Callable:
                 "--dst", type=shared.frameworks_choice(), help="Framework of TARGET_MODEL."
             ),
             shared.image_options,
+            shared.seed_option("Seed of --sample's pick."),
             shared.preprocessing_options,
             click.option(
                 "--target-preprocess",

@@ -59,23 +59,42 @@ def apply(options: list[Callable], command: Callable) -> Callable:
 
 
 def image_options(command: Callable) -> Callable:
-    """--data, --labels, --limit (:class:`~convdiff.core.options.ImageOptions`)."""
+    """--data, --labels, --limit, --sample (:class:`~convdiff.core.options.ImageOptions`; its
+    ``seed`` comes from :func:`seed_option`, which every command with these options has)."""
     return apply(
         [
             click.option(
                 "--data",
                 type=click.Path(path_type=Path),
-                help="Image folder (default: the embedded sample set).",
+                help="Image folder: images, class subfolders (index, name or WordNet id), or "
+                "ImageNet's flat validation folder with --labels (default: the embedded "
+                "sample set).",
             ),
             click.option(
-                "--labels", type=click.Path(path_type=Path), help="Labels file for --data."
+                "--labels",
+                type=click.Path(path_type=Path),
+                help="Labels file for --data: '<file> <class>' lines (Caffe's val.txt), "
+                "LOC_val_solution.csv, the devkit's ILSVRC2012_validation_ground_truth.txt "
+                "(meta.mat beside it) or LOC_synset_mapping.txt.",
             ),
             click.option(
-                "--limit", type=click.IntRange(min=1), help="Use at most this many images."
+                "--limit", type=click.IntRange(min=1), help="Use the first N readable images."
+            ),
+            click.option(
+                "--sample",
+                type=click.IntRange(min=1),
+                help="Use a random sample of N images, stratified by class, chosen by --seed "
+                "before the files are read (unreadable picks are skipped, not replaced).",
             ),
         ],
         command,
     )
+
+
+def seed_option(help_text: str) -> Callable[[Callable], Callable]:
+    """--seed, whose help says what the command seeds with it (--sample's pick, and in run
+    and table random weights too)."""
+    return click.option("--seed", default=0, show_default=True, type=int, help=help_text)
 
 
 def preprocessing_options(command: Callable) -> Callable:
@@ -128,7 +147,10 @@ def batch_size_option(command: Callable) -> Callable:
 
 def images(options: dict[str, Any]) -> dict[str, Any]:
     """The image fields of a command's config, from what click parsed."""
-    return asdict(ImageOptions(options["data"], options["labels"], options["limit"]))
+    group = ImageOptions(
+        options["data"], options["labels"], options["limit"], options["sample"], options["seed"]
+    )
+    return asdict(group)
 
 
 def preprocessing(options: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +251,7 @@ __all__ = [
     "images",
     "preprocessing",
     "preprocessing_options",
+    "seed_option",
     "split",
     "timeout_option",
 ]

@@ -23,7 +23,7 @@ from convdiff.core.options import DEFAULT_STREAM_BATCH
     show_default=True,
     help="auto | imagenet | random | PATH to a weights file (zoo models).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
+@shared.seed_option("Seed of random weights and of --sample's pick.")
 @shared.image_options
 @shared.converter_options
 @shared.preprocessing_options
@@ -85,7 +85,6 @@ def command(ctx: click.Context, model: str, via: str, quiet: bool, **options: ob
         dst=options["dst"],
         via=shared.split(via),
         weights=options["weights"],
-        seed=options["seed"],
         **shared.images(options),
         convert=shared.convert_options(options),
         **shared.preprocessing(options),

@@ -20,7 +20,7 @@ from convdiff.core.options import TFLITE_OPTS
 )
 @shared.image_options
 @click.option("--weights", default="auto", show_default=True, help="As for convdiff run.")
-@click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
+@shared.seed_option("Seed of random weights and of --sample's pick.")
 @click.option(
     "--preprocess",
     type=click.Choice(["source", "target"]),
@@ -67,7 +67,6 @@ def command(ctx: click.Context, models: str, frameworks: str, quiet: bool, **opt
         max_memory_gb=options["max_memory"],
         preprocess=options["preprocess"],
         weights=options["weights"],
-        seed=options["seed"],
         **shared.images(options),
         tflite_opt=options["tflite_opt"],
         converters=shared.split(str(options["converters"])),

@@ -26,6 +26,7 @@ DEFAULT_BATCH_SIZE = 8  # images per inference call
 DEFAULT_STREAM_BATCH = 64
 EXAMPLES = {"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}
 MAX_SIDE = 4096  # the largest image side convdiff prepares (a batch of 8 is then 1.6 GB)
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,17 @@ class ConvertOptions:
 
 @dataclass(frozen=True)
 class ImageOptions:
-    """Which images: an image folder and its labels, or the embedded sample set."""
+    """Which images: an image folder and its labels, or the embedded sample set; all of them,
+    a stratified random sample, or the first few.
+
+    ``seed`` seeds the sample; `run` and `table` seed random weights with it too (one
+    ``--seed`` option: a run is reproduced by one number)."""
 
     data: Path | None = None  # image folder; None = the embedded sample set
     labels: Path | None = None  # labels file for an image folder
-    limit: int | None = None  # use at most this many images
+    limit: int | None = None  # use at most this many images (the first ones)
+    sample: int | None = None  # a stratified random sample of this many (inputs.sampling)
+    seed: int = 0
 
     def check(self) -> None:
         """One line and exit 2 for options that cannot mean anything, before any work."""
@@ -78,6 +85,16 @@ class ImageOptions:
             )
         if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
             raise ConvdiffError(f"--limit must be 1 or more, got {self.limit}", "pass --limit 16")
+        if self.sample is not None and (not _is_int(self.sample) or self.sample < 1):
+            raise ConvdiffError(
+                f"--sample must be 1 or more, got {self.sample}", "pass e.g. --sample 500"
+            )
+        if not _is_int(self.seed):
+            raise ConvdiffError(f"--seed must be an integer, got {self.seed!r}", "pass --seed 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConvdiffError(
+                f"--seed must be from 0 to {MAX_SEED}, got {self.seed}", "pass e.g. --seed 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,7 @@ def group_of(group: type, config: Any) -> Any:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT",
+    "MAX_SEED",
     "TARGET_PREPROCESS",
     "ORT_QUANTS",
     "TFLITE_IO",

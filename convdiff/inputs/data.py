@@ -17,18 +17,22 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from convdiff.core.errors import DataError
+from convdiff.inputs import imagenet
+from convdiff.inputs.imagenet import WNID, wnid_class
+from convdiff.inputs.sampling import sample_indices
+from convdiff.inputs.scan import check_files
 
 NUM_CLASSES = 1000
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # convdiff/data: package data
-_WNID = re.compile(r"^n\d{8}$")
 _LABELS_FORM = "expected '<image file> <class index 0..999 or class name>'"
 
 
@@ -63,12 +67,37 @@ class ImageList(list[ImageRecord]):
 
     A plain list to every caller that only wants images; the run also reports ``skipped``
     (a count) so that a folder where half the files did not decode is not mistaken for a
-    smaller data set.
+    smaller data set, and how the images were chosen (:meth:`summary`).
     """
 
-    def __init__(self, records: list[ImageRecord], skipped_files: tuple[SkippedFile, ...] = ()):
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        skipped_files: tuple[SkippedFile, ...] = (),
+        *,
+        source: str = "",
+        sample: int | None = None,
+        seed: int = 0,
+        notes: tuple[str, ...] = (),
+    ):
         super().__init__(records)
         self.skipped_files = skipped_files
+        self.source = source  # the folder, or "embedded sample set"
+        self.sample, self.seed = sample, seed  # --sample N --seed S, when used
+        self.notes = notes  # e.g. a --sample that took every image
+
+    def summary(self) -> dict[str, object]:
+        """The run report's ``data``: where the images came from and how many; ``sample`` and
+        ``seed`` when they were sampled."""
+        out: dict[str, object] = {
+            "source": self.source,
+            "images": len(self),
+            "skipped": self.skipped,
+            "labelled": sum(1 for r in self if r.accepted),
+        }
+        if self.sample is not None:
+            out |= {"sample": self.sample, "seed": self.seed}
+        return out
 
     @property
     def records(self) -> list[ImageRecord]:
@@ -171,16 +200,52 @@ def sample_set() -> list[ImageRecord]:
 # --- image folders -------------------------------------------------------------------------
 
 
-def image_folder(folder: Path, labels: Path | None = None, limit: int | None = None) -> ImageList:
+def load_images(
+    data: Path | None = None,
+    labels: Path | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> ImageList:
+    """The images a command runs on (its ``--data --labels --limit --sample --seed``): the
+    embedded sample set when ``data`` is None, else :func:`image_folder`; then a stratified
+    random ``sample`` of them (:mod:`convdiff.inputs.sampling`), then the first ``limit``."""
+    if data is not None:
+        return image_folder(data, labels, limit=limit, sample=sample, seed=seed)
+    records, notes = sample_set(), ()
+    if sample is not None:
+        records, notes = _sampled(records, [r.label for r in records], sample, seed, "set")
+    return ImageList(
+        records[:limit] if limit is not None else records,
+        source="embedded sample set",
+        sample=sample,
+        seed=seed,
+        notes=notes,
+    )
+
+
+def image_folder(
+    folder: Path,
+    labels: Path | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> ImageList:
     """Every image under ``folder`` (recursive, sorted), named by its folder-relative path.
 
-    Labels come from ``labels`` when given (lines ``<file> <class>``, the form of Caffe's
-    ILSVRC2012 ``val.txt``), else from class subfolders named by class index (``281/``),
-    exact class name (``tabby/``) or WordNet id (``n02123045/``; needs all 1000 of them, whose
-    sorted order is the class order, or a labels file listing the 1000 ids in class order).
-    Files that are not images or do not decode are skipped and counted, not fatal.
-    ``limit`` stops the scan after that many readable images (each file is test-decoded, so
-    a 50,000-image folder costs about a minute to scan in full).
+    Labels come from ``labels`` when given (its form is detected: ``<file> <class>`` lines as
+    in Caffe's ILSVRC2012 ``val.txt``; ILSVRC's ``LOC_val_solution.csv``; the devkit's
+    ``ILSVRC2012_validation_ground_truth.txt`` with its ``meta.mat``; or the 1000 WordNet ids
+    in class order, ``LOC_synset_mapping.txt``, for WordNet-id subfolders), else from class
+    subfolders named by class index (``281/``), exact class name (``tabby/``) or ImageNet
+    WordNet id (``n02123045/``, any subset of the 1000).
+
+    ``sample``: a stratified random subset of that many image files (seeded by ``seed``,
+    back in folder order) chosen *before* the readability check, so a 50,000-image folder
+    sampled to 500 test-decodes about 500 files; an unreadable pick is skipped and counted,
+    not replaced. ``limit``: the first that many readable images (of the sample, if any).
+    Files that are not images or do not decode are skipped and counted, not fatal (with
+    ``limit``, only those met before the scan stopped).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -204,39 +269,83 @@ def image_folder(folder: Path, labels: Path | None = None, limit: int | None = N
             "put .jpg or .png images in it (subfolders are searched too)",
         )
     parsed = _read_labels(Path(labels)) if labels is not None else None  # fail before the scan
-    images, skipped = [], []
-    for path in files:
-        if limit is not None and len(images) >= limit:
-            break
-        name = path.relative_to(folder).as_posix()
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(SkippedFile(name, "not an image"))
-            continue
-        problem = _unreadable(path)
-        if problem:
-            skipped.append(SkippedFile(name, f"unreadable image: {problem}"))
-        else:
-            images.append((name, path))
-    if not images:
-        listed = ImageList([], tuple(skipped))
-        raise DataError(
-            f"no readable image in {folder}: {listed.describe_skipped()}",
-            f"convdiff reads {' '.join(sorted(IMAGE_SUFFIXES))} files",
-        )
-    names = [name for name, _ in images]
-    # class folders are judged on every subfolder, not only the ones a limited scan reached
-    folders = {p.relative_to(folder).parts[0] for p in files if p.parent != folder}
+    entries = [(p.relative_to(folder).as_posix(), p) for p in files]
+    names = [name for name, p in entries if _is_image(p)]
+    if not names:
+        _no_readable_image(folder, [SkippedFile(name, "not an image") for name, _ in entries])
+    # labels are found for every image file, not only the ones a limited or sampled scan
+    # reaches: a bad class folder is an error however few images are used
     if parsed is None:
-        found = _labels_from_subfolders(names, folders, None)
+        found = _labels_from_subfolders(names, None)
     elif parsed.wnids:
-        found = _labels_from_subfolders(names, folders, parsed.wnids)
+        found = _labels_from_subfolders(names, parsed.wnids)
     else:
         found = _match_labels(Path(labels), parsed.entries, names, folder)
+    notes: tuple[str, ...] = ()
+    if sample is not None:
+        groups = [found[n][0] if n in found else None for n in names]
+        picked, notes = _sampled(names, groups, sample, seed, f"image files in {folder}")
+        keep = set(picked)  # and every file that is not an image, to be counted as today
+        entries = [(n, p) for n, p in entries if n in keep or not _is_image(p)]
+    images, skipped = _scan(entries, limit)
+    if not images:
+        _no_readable_image(folder, skipped)
     records = [
         ImageRecord(name, str(path.resolve()), *(found.get(name) or (None, ())))
         for name, path in images
     ]
-    return ImageList(records, tuple(skipped))
+    return ImageList(
+        records, tuple(skipped), source=str(folder), sample=sample, seed=seed, notes=notes
+    )
+
+
+def _sampled(
+    items: list, groups: list[int | None], n: int, seed: int, what: str
+) -> tuple[list, tuple[str, ...]]:
+    """A stratified sample of ``items`` by ``groups``, and a note when it takes them all."""
+    if n >= len(items):
+        return items, (f"--sample {n} is not less than the {len(items)} {what}: all are used",)
+    return [items[i] for i in sample_indices(groups, n, seed)], ()
+
+
+def _scan(
+    entries: list[tuple[str, Path]], limit: int | None
+) -> tuple[list[tuple[str, Path]], list[SkippedFile]]:
+    """The readable images among ``entries`` (in order) and the skipped files, test-decoding
+    on two threads (:mod:`convdiff.inputs.scan`). With ``limit``, the scan goes window by
+    window, each window the next files that could fill the limit, and stops once it is met."""
+    images: list[tuple[str, Path]] = []
+    skipped: list[SkippedFile] = []
+    start = 0
+    while start < len(entries) and (limit is None or len(images) < limit):
+        need = len(entries) if limit is None else limit - len(images)
+        end, count = start, 0
+        while end < len(entries) and count < need:
+            count += _is_image(entries[end][1])
+            end += 1
+        window = entries[start:end]
+        problems = iter(check_files([str(p) for _, p in window if _is_image(p)]))
+        for name, path in window:
+            if not _is_image(path):
+                skipped.append(SkippedFile(name, "not an image"))
+            elif problem := next(problems):
+                skipped.append(SkippedFile(name, f"unreadable image: {problem}"))
+            else:
+                images.append((name, path))
+        start = end
+    return images, skipped
+
+
+def _no_readable_image(folder: Path, skipped: list[SkippedFile]) -> NoReturn:
+    listed = ImageList([], tuple(skipped))
+    raise DataError(
+        f"no readable image in {folder}: {listed.describe_skipped()}",
+        f"convdiff reads {' '.join(sorted(IMAGE_SUFFIXES))} files",
+    )
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _hidden(relative: Path) -> bool:
@@ -244,26 +353,12 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _unreadable(path: Path) -> str:
-    """Why a file does not decode as an image ('' when it does). Decodes the pixels, since a
-    truncated file opens fine and fails only when they are read; JPEGs are decoded in draft
-    mode (DCT-scaled, about 3x faster), which still reads every byte."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        message = str(exc).replace(f" {str(path)!r}", "").splitlines()
-        return f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
-    return ""
-
-
 Labels = dict[str, tuple[int, tuple[int, ...]]]
 
 
 def _parse_label(text: str) -> tuple[int, tuple[int, ...]] | str:
     """A label as (primary, accepted), or an error message. Forms: ``281``, ``281,282,285``,
-    ``tabby``, ``tiger cat``."""
+    ``tabby``, ``tiger cat``, ``n02123045``."""
     text = text.strip()
     if re.fullmatch(r"-?\d+(\s*,\s*-?\d+)*", text):
         indices = tuple(int(t) for t in text.split(","))
@@ -272,25 +367,26 @@ def _parse_label(text: str) -> tuple[int, tuple[int, ...]] | str:
             return f"label {bad[0]} is out of range 0..999"
         return indices[0], tuple(dict.fromkeys(indices))
     index = class_index(text)
+    if index is None and WNID.match(text):
+        index = wnid_class(text)
+        if index is None:
+            return f"label {text!r} is not one of the 1000 ImageNet-1k WordNet ids"
     if index is not None:
         return index, (index,)
-    if _WNID.match(text):
-        return (
-            f"label {text!r} is a WordNet id and convdiff ships no WordNet-id list; "
-            "use the class index or name"
-        )
     return f"label {text!r} is neither a class index 0..999 nor an ImageNet class name"
 
 
 @dataclass(frozen=True)
 class _LabelsFile:
-    entries: Labels  # file name -> (label, accepted)
+    entries: Labels  # file name (or name without extension) -> (label, accepted)
     wnids: tuple[str, ...] = ()  # set instead when the file lists the 1000 WordNet ids
 
 
 def _read_labels(path: Path) -> _LabelsFile:
-    """Parse a labels file: ``<file> <label>`` lines, or a list of the 1000 WordNet ids in class
-    order (ILSVRC's LOC_synset_mapping.txt form: ``n01440764 tench, Tinca tinca``)."""
+    """Parse a labels file, its form detected: ``<file> <label>`` lines; a list of the 1000
+    WordNet ids in class order (ILSVRC's LOC_synset_mapping.txt: ``n01440764 tench, ...``);
+    ILSVRC's LOC_val_solution.csv; the devkit's validation ground truth (one ILSVRC2012_ID a
+    line, mapped through the devkit's meta.mat)."""
     if not path.exists():
         raise DataError(f"labels file {path} does not exist", "pass an existing file with --labels")
     if not path.is_file():
@@ -307,8 +403,14 @@ def _read_labels(path: Path) -> _LabelsFile:
         for number, line in enumerate(text.splitlines(), 1)
         if line.strip() and not line.strip().startswith("#")
     ]
-    if len(lines) == NUM_CLASSES and all(_WNID.match(line.split()[0]) for _, line in lines):
+    if len(lines) == NUM_CLASSES and all(WNID.match(line.split()[0]) for _, line in lines):
         return _LabelsFile({}, tuple(line.split()[0] for _, line in lines))
+    if imagenet.is_loc_solution(lines):
+        solution = imagenet.read_loc_solution(path, lines)
+        return _LabelsFile({k: (v[0], v) for k, v in solution.items()})
+    if imagenet.is_devkit_ground_truth(lines):
+        truth = imagenet.read_devkit_ground_truth(path, lines)
+        return _LabelsFile({k: (v, (v,)) for k, v in truth.items()})
     table: Labels = {}
     for number, line in lines:
         parts = line.split(None, 1)
@@ -324,14 +426,20 @@ def _read_labels(path: Path) -> _LabelsFile:
 
 
 def _match_labels(path: Path, table: Labels, names: list[str], folder: Path) -> Labels:
-    """Labels for each image name: by folder-relative path, else by file name when unique.
+    """Labels for each image name: by folder-relative path, else by file name when unique;
+    a key without an image extension (LOC_val_solution.csv's ImageId) by the same without
+    the image's extension.
 
     Entries naming no image are ignored (a full ground-truth file with a subset of the images
     is the usual case); a file that matches none of the images is an error.
     """
     by_basename: dict[str, list[str]] = {}
+    by_stem: dict[str, list[str]] = {}  # path and file name without the extension
     for name in names:
         by_basename.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+        stem = name.rsplit(".", 1)[0]
+        for key in dict.fromkeys((stem, stem.rsplit("/", 1)[-1])):
+            by_stem.setdefault(key, []).append(name)
     found: Labels = {}
     for key, value in table.items():
         key = key.replace("\\", "/").removeprefix("./")
@@ -339,6 +447,8 @@ def _match_labels(path: Path, table: Labels, names: list[str], folder: Path) -> 
             found[key] = value
         elif "/" not in key and len(by_basename.get(key, [])) == 1:
             found[by_basename[key][0]] = value
+        elif Path(key).suffix.lower() not in IMAGE_SUFFIXES and len(by_stem.get(key, [])) == 1:
+            found[by_stem[key][0]] = value
     if not found:
         raise DataError(
             f"labels file {path} names none of the {len(names)} images in {folder}",
@@ -347,42 +457,35 @@ def _match_labels(path: Path, table: Labels, names: list[str], folder: Path) -> 
     return found
 
 
-def _labels_from_subfolders(
-    names: list[str], folders: set[str], wnids: tuple[str, ...] | None
-) -> Labels:
+def _labels_from_subfolders(names: list[str], wnids: tuple[str, ...] | None) -> Labels:
     """Labels from the first path component when the images sit in class subfolders.
 
     No subfolder holds images: unlabelled. All image subfolders name classes: labelled.
     Some do and some do not: an error, since a typo would silently unlabel a class.
-    ``folders``: every top-level subfolder holding files (WordNet ids are numbered by their
-    rank among all of them).
+    ``wnids``: a labels file's WordNet ids in class order, else convdiff's ImageNet-1k list.
     """
     tops = sorted({n.split("/", 1)[0] for n in names if "/" in n})
     if not tops:
         return {}
-    if wnids is None and all(_WNID.match(t) for t in tops):
-        all_ids = sorted(f for f in folders if _WNID.match(f))
-        if len(all_ids) != NUM_CLASSES:
-            raise DataError(
-                f"the subfolders are WordNet ids ({tops[0]}, ...) but only {len(all_ids)} of the "
-                "1000 classes are present, and convdiff ships no WordNet-id list",
-                "pass --labels with the 1000 ids in class order (ILSVRC's LOC_synset_mapping.txt)"
-                " or rename the subfolders to class indices 0..999",
-            )
-        wnids = tuple(all_ids)  # the standard class order is the sorted order of the 1000 ids
-    by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
+    by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else None
     labels: dict[str, int | None] = {}
     for top in tops:
         if top.isdigit():
             labels[top] = int(top) if int(top) < NUM_CLASSES else -1
-        elif _WNID.match(top):
-            labels[top] = by_wnid.get(top, -1) if by_wnid else None
+        elif WNID.match(top):
+            index = by_wnid.get(top) if by_wnid is not None else wnid_class(top)
+            labels[top] = -1 if index is None else index
         else:
             labels[top] = class_index(top)
     unknown = [t for t, v in labels.items() if v is None]
     out_of_range = [t for t, v in labels.items() if v == -1]
     if out_of_range:
-        what = "not in the WordNet-id list" if _WNID.match(out_of_range[0]) else "out of range"
+        if not WNID.match(out_of_range[0]):
+            what = "out of range"
+        elif by_wnid is not None:
+            what = "not in the WordNet-id list"
+        else:
+            what = "not one of the 1000 ImageNet-1k WordNet ids"
         raise DataError(
             f"class subfolder '{out_of_range[0]}' is {what}",
             "class subfolders are named by class index 0..999, class name or WordNet id",

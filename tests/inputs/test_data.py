@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from convdiff.core.errors import DataError
-from convdiff.inputs import data
+from convdiff.inputs import data, imagenet
 from convdiff.inputs.data import ImageRecord, class_name, decode, image_folder, sample_set
 
 FORM = "expected '<image file> <class index 0..999 or class name>'"
@@ -141,40 +141,65 @@ def test_a_class_subfolder_out_of_range_is_an_error(tmp_path: Path) -> None:
     )
 
 
-def test_wordnet_subfolders_need_all_1000_or_a_synset_list(tmp_path: Path) -> None:
+def test_wordnet_subfolders_of_any_subset_of_classes_map_to_their_indices(
+    tmp_path: Path,
+) -> None:
+    _png(tmp_path / "n02123045" / "x.png")  # tabby
+    _png(tmp_path / "n02124075" / "y.png")  # Egyptian cat
+    _png(tmp_path / "n01440764" / "z.png")  # tench
+    records = image_folder(tmp_path)
+    assert [(r.name, r.label, r.accepted) for r in records] == [
+        ("n01440764/z.png", 0, (0,)),
+        ("n02123045/x.png", 281, (281,)),
+        ("n02124075/y.png", 285, (285,)),
+    ]
+    _png(tmp_path / "n99999999" / "w.png")
+    assert _message(tmp_path) == (
+        "class subfolder 'n99999999' is not one of the 1000 ImageNet-1k WordNet ids; "
+        "class subfolders are named by class index 0..999, class name or WordNet id"
+    )
+
+
+def test_wordnet_subfolders_with_a_synset_list_use_its_order(tmp_path: Path) -> None:
+    # ILSVRC's LOC_synset_mapping.txt form (here made-up ids in class order)
     _png(tmp_path / "n02123045" / "x.png")
     _png(tmp_path / "n02124075" / "y.png")
-    assert _message(tmp_path) == (
-        "the subfolders are WordNet ids (n02123045, ...) but only 2 of the 1000 classes are "
-        "present, and convdiff ships no WordNet-id list; pass --labels with the 1000 ids in "
-        "class order (ILSVRC's LOC_synset_mapping.txt) or rename the subfolders to class "
-        "indices 0..999"
-    )
-    # with the synset list (here made-up ids in class order) the folders map to indices
     synsets = tmp_path.parent / "synsets.txt"
     ids = [f"n{9000000 + i:08d}" for i in range(1000)]
-    ids[281], ids[285] = "n02123045", "n02124075"
+    ids[3], ids[5] = "n02123045", "n02124075"
     synsets.write_text("".join(f"{w} name {i}\n" for i, w in enumerate(ids)))
     records = image_folder(tmp_path, synsets)
-    assert [(r.name, r.label) for r in records] == [
-        ("n02123045/x.png", 281),
-        ("n02124075/y.png", 285),
-    ]
+    assert [(r.name, r.label) for r in records] == [("n02123045/x.png", 3), ("n02124075/y.png", 5)]
+    _png(tmp_path / "n01440764" / "z.png")  # an ImageNet id, but not in this list
+    assert _message(tmp_path, synsets) == (
+        "class subfolder 'n01440764' is not in the WordNet-id list; "
+        "class subfolders are named by class index 0..999, class name or WordNet id"
+    )
+
+
+def test_the_shipped_wordnet_ids_are_the_sorted_class_order() -> None:
+    ids = imagenet.wnids()
+    assert len(ids) == 1000 == len(set(ids)) and list(ids) == sorted(ids)
+    assert (ids[0], ids[281], ids[967], ids[999]) == (
+        "n01440764",
+        "n02123045",
+        "n07920052",
+        "n15075141",
+    )
+    assert imagenet.wnid_class("n02123045") == 281
+    assert imagenet.wnid_class("n99999999") is None
 
 
 def test_all_1000_wordnet_subfolders_map_in_sorted_order(tmp_path: Path) -> None:
-    # the standard ImageNet class order is the sorted order of the 1000 WordNet ids
-    ids = sorted(f"n{(i * 7919) % 100000:08d}" for i in range(1000))
-    assert len(set(ids)) == 1000
+    ids = imagenet.wnids()
     image = tmp_path.parent / "one.png"
     _png(image, size=(1, 1))
-    for wnid in ids:
+    for wnid in reversed(ids):
         (tmp_path / wnid).mkdir()
         (tmp_path / wnid / "a.png").write_bytes(image.read_bytes())
     records = image_folder(tmp_path)
     assert [r.label for r in records] == list(range(1000))
-    assert records[281].name == f"{ids[281]}/a.png"
-    # a limited scan reads 3 images but still numbers the ids among all 1000 folders
+    assert records[281].name == "n02123045/a.png"
     assert [(r.name, r.label) for r in image_folder(tmp_path, limit=3)] == [
         (f"{ids[i]}/a.png", i) for i in range(3)
     ]
@@ -190,8 +215,8 @@ def test_limit_stops_the_scan_after_that_many_readable_images(tmp_path: Path) ->
     assert [s.name for s in records.skipped_files] == ["a.txt"]
 
 
-def test_labels_file_by_name_path_index_class_name_and_alternatives(tmp_path: Path) -> None:
-    for name in ("a.png", "b.png", "c.png", "d.png", "sub/e.png", "sub/f.png"):
+def test_labels_file_by_name_path_index_class_name_wordnet_id_alternatives(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png", "c.png", "d.png", "sub/e.png", "sub/f.png", "sub/g.png"):
         _png(tmp_path / name)
     labels = tmp_path / "labels.txt"  # inside the folder: not counted as a skipped file
     labels.write_text(
@@ -202,6 +227,7 @@ def test_labels_file_by_name_path_index_class_name_and_alternatives(tmp_path: Pa
         "c.png 281, 282,285\n"
         "e.png 504\n"
         "sub/f.png 967\n"
+        "g.png n02123159\n"
         "not-here.png 1\n"
     )
     records = image_folder(tmp_path, labels)
@@ -212,6 +238,7 @@ def test_labels_file_by_name_path_index_class_name_and_alternatives(tmp_path: Pa
         ("d.png", None, ()),
         ("sub/e.png", 504, (504,)),
         ("sub/f.png", 967, (967,)),
+        ("sub/g.png", 282, (282,)),
     ]
     assert records.skipped == 0
 
@@ -235,9 +262,8 @@ def test_labels_file_overrides_class_subfolders(tmp_path: Path) -> None:
             ":1: label 'kitty' is neither a class index 0..999 nor an ImageNet class name",
         ),
         (
-            "a.png n02123045\n",
-            ":1: label 'n02123045' is a WordNet id and convdiff ships no WordNet-id list; "
-            "use the class index or name",
+            "a.png n99999999\n",
+            ":1: label 'n99999999' is not one of the 1000 ImageNet-1k WordNet ids",
         ),
     ],
 )

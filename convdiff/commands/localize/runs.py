@@ -11,7 +11,7 @@ aligned layers' tensors on the images whose top-1 labels disagree. Tensors stay 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from convdiff.commands.localize.types import LocalizeConfig, RunFiles
 from convdiff.commands.run.types import RunReport
 from convdiff.core.errors import ConvdiffError
-from convdiff.core.options import PreprocessOptions, group_of
+from convdiff.core.options import ImageOptions, PreprocessOptions, group_of
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework, package_version
 from convdiff.inputs import data as datasets
@@ -469,11 +469,7 @@ def converter_hop(chain: dict[str, Any] | None, target: Path) -> dict[str, Any] 
 
 
 def _records(config: LocalizeConfig) -> list[datasets.ImageRecord]:
-    if config.data is None:
-        records = datasets.sample_set()
-    else:
-        records = datasets.image_folder(config.data, config.labels, limit=config.limit).records
-    return records[: config.limit] if config.limit is not None else records
+    return datasets.load_images(**asdict(group_of(ImageOptions, config))).records
 
 
 def _probe(pool: WorkerPool, spec: SourceSpec, side: str) -> list[Any]:

@@ -70,6 +70,8 @@ class LocalizeConfig:
     data: Path | None = None
     labels: Path | None = None
     limit: int | None = None
+    sample: int | None = None  # a stratified random sample of this many images, by ``seed``
+    seed: int = 0
     preprocess: str | None = None
     input_size: tuple[int, int] | None = None
     mean: tuple[float, float, float] | None = None

@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from convdiff.converters import CALIBRATION_IMAGES, ConverterInfo, find_chain
 from convdiff.core import envs
 from convdiff.core.cache import ArtifactCache, default_cache_dir, file_digest, key_of
 from convdiff.core.errors import ConvdiffError
-from convdiff.core.options import PreprocessOptions, group_of
+from convdiff.core.options import ImageOptions, PreprocessOptions, group_of
 from convdiff.core.outdir import own_dir, prepare_out_dir, remove_own_dir
 from convdiff.core.progress import Progress
 from convdiff.core.trust import trust_env
@@ -110,21 +110,17 @@ def _prepare(
     """The images, a usable cache and a scratch folder, or the user's error: then the report
     says so (status error, the message) before it is raised."""
     try:
-        records, skipped = _load_data(config)
+        records = _load_data(config)
         cache.check_writable()
         own_dir(out / "scratch")
     except ConvdiffError as exc:
         report.error, report.status = str(exc), "error"
         report.write(out / "report.json")
         raise
-    report.data = {
-        "source": str(config.data) if config.data else "embedded sample set",
-        "images": len(records),
-        "skipped": skipped,
-        "labelled": sum(1 for r in records if r.accepted),
-    }
+    report.data = records.summary()
+    report.notes += records.notes
     report.write(out / "report.json")
-    return records
+    return records.records
 
 
 def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
@@ -134,15 +130,8 @@ def _prestart(pool: WorkerPool, frameworks: list[str]) -> None:
         client.warm_up(pool, name)
 
 
-def _load_data(config: RunConfig) -> tuple[list[datasets.ImageRecord], int]:
-    if config.data is None:
-        records, skipped = datasets.sample_set(), 0
-    else:
-        folder = datasets.image_folder(config.data, config.labels, limit=config.limit)
-        records, skipped = folder.records, folder.skipped
-    if config.limit is not None:
-        records = records[: config.limit]
-    return records, skipped
+def _load_data(config: RunConfig) -> datasets.ImageList:
+    return datasets.load_images(**asdict(group_of(ImageOptions, config)))
 
 
 def _run_chain(

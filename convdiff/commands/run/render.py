@@ -57,6 +57,11 @@ def summary(report: RunReport) -> str:
         f"convdiff run: {report.model} {report.src} -> {report.dst} "
         f"(route {' -> '.join(report.route)}; weights {weights})",
         f"images: {report.data.get('images', 0)} from {report.data.get('source', '?')}"
+        + (
+            f" (--sample {report.data['sample']} --seed {report.data.get('seed', 0)})"
+            if report.data.get("sample")
+            else ""
+        )
         + (f", {report.data['skipped']} files skipped" if report.data.get("skipped") else ""),
     ]
     if report.preprocessing:

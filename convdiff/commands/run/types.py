@@ -40,10 +40,11 @@ class RunConfig:
     dst: str = "tflite"
     via: tuple[str, ...] = ()  # forced intermediate frameworks
     weights: str = "auto"
-    seed: int = 0
+    seed: int = 0  # of random weights and of --sample's pick
     data: Path | None = None  # image folder; None = the embedded sample set
     labels: Path | None = None  # labels file for an image folder
-    limit: int | None = None  # use at most this many images
+    limit: int | None = None  # use at most this many images (the first ones)
+    sample: int | None = None  # a stratified random sample of this many, seeded by ``seed``
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     preprocess: str | None = None  # preset name for a user's model file
     input_size: tuple[int, int] | None = None

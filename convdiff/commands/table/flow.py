@@ -39,7 +39,7 @@ from convdiff.converters import converter_names, find_chain
 from convdiff.core.cache import file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.jsonio import write_atomic
-from convdiff.core.options import TARGET_PREPROCESS, TFLITE_OPTS
+from convdiff.core.options import TARGET_PREPROCESS, TFLITE_OPTS, ImageOptions, group_of
 from convdiff.core.outdir import own_dir, prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework
@@ -100,8 +100,10 @@ def plan(config: TableConfig) -> list[ModelBlock]:
             f"two models would share the table block {twice[0]!r}",
             "give each model once, and model files distinct names",
         )
+    images = group_of(ImageOptions, config)
+    images.check()
     if config.data is not None:  # a bad image folder is one error, not one per cell
-        datasets.image_folder(config.data, config.labels, limit=config.limit)
+        datasets.load_images(**asdict(images))
     return blocks
 
 
@@ -172,7 +174,17 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
 
 
 def _options(config: TableConfig) -> dict[str, Any]:
-    keep = ("preprocess", "weights", "seed", "data", "labels", "limit", "tflite_opt", "converters")
+    keep = (
+        "preprocess",
+        "weights",
+        "seed",
+        "data",
+        "labels",
+        "limit",
+        "sample",
+        "tflite_opt",
+        "converters",
+    )
     values = asdict(config)
     return {k: str(values[k]) if isinstance(values[k], Path) else values[k] for k in keep}
 

@@ -28,6 +28,7 @@ class TableConfig:
     data: Path | None = None
     labels: Path | None = None
     limit: int | None = None
+    sample: int | None = None
     tflite_opt: str = "none"
     # converter tools that get a column group of their own (--converters): each target column
     # is run again with the tool named, where the tool is on the route
@@ -61,7 +62,6 @@ class TableConfig:
             src=src,
             dst=dst,
             weights=self.weights,
-            seed=self.seed,
             **asdict(group_of(ImageOptions, self)),
             convert=self.convert_options(converter),
             out=out,

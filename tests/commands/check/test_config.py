@@ -50,7 +50,7 @@ CASES = [
         [
             '2: unknown key "verbose" in [defaults]; valid keys: model, src, dst, via, '
             "tflite_opt, opset, torch_exporter, tflite_io, ort_quant, converters, tool_versions, "
-            "weights, seed, data, labels, limit, preprocess, "
+            "weights, seed, data, labels, limit, sample, preprocess, "
             "input_size, mean, std, layout, resize, max_top1_discrepancy, max_abs_diff, "
             "allow_crash, trust_model_code"
         ],
@@ -68,6 +68,11 @@ CASES = [
         "wrong type",
         '[[conversion]]\nmodel = "tiny.onnx"\ndst = "torch"\nlimit = "4"\n',
         ['4: limit must be an integer, got "4"; use an integer >= 1'],
+    ),
+    (
+        "a sample below one",
+        '[[conversion]]\nmodel = "tiny.onnx"\ndst = "torch"\nsample = 0\n',
+        ["4: sample = 0 is out of range; use an integer >= 1"],
     ),
     (
         "a boolean is not an integer",
@@ -221,7 +226,7 @@ def test_defaults_apply_unless_the_entry_sets_the_key(folder: Path) -> None:
         '[[conversion]]\nname = "to-keras"\nmodel = "tiny.onnx"\ndst = "keras"\nlimit = 2\n'
         'data = "images"\nmax_abs_diff = 1e-4\nallow_crash = true\n\n'
         '[[conversion]]\nmodel = "mobilenetv2"\nsrc = "keras"\ndst = "tflite"\n'
-        'tflite_opt = "dynamic-range"\nweights = "random"\nseed = 3\n'
+        'tflite_opt = "dynamic-range"\nweights = "random"\nseed = 3\nsample = 50\n'
     )
     config = load_check_config(folder / "c.toml")
     first, second, third = config.entries
@@ -245,6 +250,7 @@ def test_defaults_apply_unless_the_entry_sets_the_key(folder: Path) -> None:
         "random",
         3,
     )
+    assert (third.run.sample, first.run.sample) == (50, None)
     assert third.run.convert == ConvertOptions(tflite_opt="dynamic-range")
     assert third.run.layout == "NCHW"  # a default; the run ignores it for zoo models
 
