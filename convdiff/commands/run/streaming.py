@@ -29,7 +29,7 @@ from convdiff.core.outdir import own_dir
 from convdiff.core.records import Artifact, Crash
 from convdiff.inputs.data import ImageRecord
 from convdiff.inputs.preprocess import PreprocessSpec
-from convdiff.inputs.stream import ImageStream, batch_count
+from convdiff.inputs.stream import Batch, ImageStream, batch_count
 from convdiff.metrics import ROW_DTYPE, PairMetrics, pair_rows, summarize
 
 STATE_FILE = "stream.json"
@@ -103,8 +103,8 @@ def stream_chain(
     in ``<run>/outputs``. ``infer_batch``: images per call into a framework. ``keep_inputs``
     and ``keep_outputs`` also keep the preprocessed images (``inputs/x-<name>.npy``) and every
     model's whole outputs (``outputs/y-<hop>-<framework>.npy``)."""
-    folder = ws.out / "outputs"
-    state = _resume_state(folder, key, batch_size, len(records))
+    folder, n = ws.out / "outputs", len(records)
+    state = _resume_state(folder, key, batch_size, n)
     total = batch_count(len(records), batch_size)
     hops = [m for m in models if m.hop > 0]
     result = StreamResult(info={"batch": batch_size, "batches": total, "images": len(records)})
@@ -127,35 +127,8 @@ def stream_chain(
         for batch in stream:
             if not alive or alive[0].hop != 0:
                 break  # the source crashed: nothing left to compare
-            source_y = None
-            for fed in list(alive):
-                y_file = ws.out / "scratch" / "stream" / f"y-{fed.hop}.npz"
-                y, artifact, crash = infer(
-                    ws,
-                    result.artifacts.get(fed.hop, fed.artifact),
-                    batch.files[fed.feed],
-                    y_file,
-                    fed.hop,
-                    infer_batch,
-                    fed.layout,
-                )
-                if crash is not None:
-                    result.crashes[fed.hop] = crash
-                    state.crashes[str(fed.hop)] = asdict(crash)
-                    alive = [m for m in alive if m.hop < fed.hop]  # the chain stops here
-                    break
-                result.artifacts[fed.hop] = artifact
-                state.artifacts[str(fed.hop)] = asdict(artifact)
-                if keep_outputs:
-                    if fed.hop not in logits:
-                        logits[fed.hop] = _open_outputs(folder, fed, len(records), y)
-                    logits[fed.hop][batch.start : batch.stop] = y.reshape(len(y), -1)
-                if fed.hop == 0:
-                    source_y = y
-                    continue
-                pair, note = pair_rows(source_y, y)
-                rows[fed.hop][batch.start : batch.stop] = pair
-                state.notes[str(fed.hop)] = note
+            kept_outputs = logits if keep_outputs else None
+            alive = _feed(ws, batch, alive, result, state, rows, kept_outputs, infer_batch, n)
             for name, array in kept.items():
                 with np.load(batch.files[name]) as data:
                     array[batch.start : batch.stop] = data["x"]
@@ -183,6 +156,66 @@ def stream_chain(
             result.info.setdefault("listed", {})[str(fed.hop)] = MAX_LISTED
         result.agreements[fed.hop] = agreement
     return result
+
+
+def _feed(
+    ws: Workspace,
+    batch: Batch,
+    alive: list[Fed],
+    result: StreamResult,
+    state: _State,
+    rows: dict[int, np.ndarray],
+    logits: dict[int, np.ndarray] | None,
+    infer_batch: int,
+    images: int,
+) -> list[Fed]:
+    """One batch through the source and every hop still running, each hop's records written
+    in place (and, given ``logits``, each model's outputs); returns the models still running
+    (a crash ends the chain at its hop)."""
+    source_y: np.ndarray | None = None
+    for fed in alive:
+        y_file = ws.out / "scratch" / "stream" / f"y-{fed.hop}.npz"
+        artifact = result.artifacts.get(fed.hop, fed.artifact)
+        y, artifact, crash = infer(
+            ws, artifact, batch.files[fed.feed], y_file, fed.hop, infer_batch, fed.layout
+        )
+        if crash is None and y is not None:
+            result.artifacts[fed.hop] = artifact
+            state.artifacts[str(fed.hop)] = asdict(artifact)
+            if logits is not None:
+                if fed.hop not in logits:
+                    logits[fed.hop] = _open_outputs(ws.out / "outputs", fed, images, y)
+                logits[fed.hop][batch.start : batch.stop] = y.reshape(len(y), -1)
+            if fed.hop == 0:
+                source_y = y
+                continue
+            try:
+                pair, note = pair_rows(source_y, y)
+            except ValueError as exc:  # another task's outputs (10 classes against 1000)
+                crash = _compare_crash(fed, str(exc))
+            else:
+                rows[fed.hop][batch.start : batch.stop] = pair
+                state.notes[str(fed.hop)] = note
+                continue
+        assert crash is not None
+        result.crashes[fed.hop] = crash
+        state.crashes[str(fed.hop)] = asdict(crash)
+        return [m for m in alive if m.hop < fed.hop]  # the chain stops here
+    return alive
+
+
+def _compare_crash(fed: Fed, message: str) -> Crash:
+    """Outputs that cannot be compared with the source's: recorded as the hop's failure."""
+    import convdiff
+
+    return Crash(
+        stage="compare",
+        tool="convdiff",
+        version=convdiff.__version__,
+        message=f"its {fed.artifact.framework} outputs do not match the source's: {message}",
+        failure="exception",
+        hop=fed.hop,
+    )
 
 
 def _stopped(crashes: dict[int, Crash], hop: int) -> bool:
