@@ -228,3 +228,36 @@ def test_a_killed_ray_worker_is_a_crash_cell(
         ("tiny/onnx-torch", "ok", False),
         ("tiny/onnx-keras", "ok", True),
     ]
+
+
+@pytest.mark.workers
+def test_ray_check_gives_the_local_verdicts_in_entry_order(
+    cluster: None, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Three entries, two of one model (run one after another, sharing the cache): the same
+    lines as the local check, in the config's order, whatever order the tasks finish in."""
+    tiny, reduce18 = models
+    config = tmp_path / "check.toml"
+    config.write_text(
+        "[defaults]\nlimit = 2\n\n"
+        f'[[conversion]]\nname = "tiny-torch"\nmodel = "{tiny}"\ndst = "torch"\n\n'
+        f'[[conversion]]\nname = "reduce18-torch"\nmodel = "{reduce18}"\ndst = "torch"\n\n'
+        f'[[conversion]]\nname = "tiny-keras"\nmodel = "{tiny}"\ndst = "keras"\n'
+    )
+    runs = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        args = ["check", str(config), "--out", str(out), "--quiet", "--executor", executor]
+        result = CliRunner().invoke(
+            cli, [*args, "--cache-dir", str(tmp_path / f"cache-{executor}")]
+        )
+        assert result.exit_code == 3, result.stdout + result.stderr
+        runs[executor] = result.stdout.splitlines()[:-1]
+        written = json.loads((out / "check.json").read_text())
+        assert [e["name"] for e in written["entries"]] == [
+            "tiny-torch",
+            "reduce18-torch",
+            "tiny-keras",
+        ]
+    assert runs["ray"] == runs["local"]
+    assert [line.split()[0] for line in runs["ray"]] == ["PASS", "CRASH", "PASS"]
