@@ -179,6 +179,8 @@ def run_jobs_on_ray(
     and raises :class:`Interrupted` carrying what finished.
     """
     ray = import_ray()
+    if not work:  # every cell reused: no cluster to start or reach
+        return []
     connected_here = connect(ray, address)
     results: list[tuple[Job[T], R]] = []
     running: dict[Any, Job[T]] = {}  # by ObjectRef

@@ -261,3 +261,60 @@ def test_ray_check_gives_the_local_verdicts_in_entry_order(
         ]
     assert runs["ray"] == runs["local"]
     assert [line.split()[0] for line in runs["ray"]] == ["PASS", "CRASH", "PASS"]
+
+
+@pytest.mark.workers
+def test_ctrl_c_stops_the_ray_tasks_and_writes_the_partial_table(
+    models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SIGINT once the first cell is in: the running tasks are cancelled (their cells marked
+    unfinished in their folders), the partial table is written, exit 3, and the local cluster
+    the table started is gone."""
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    out = tmp_path / "t"
+    argv = [sys.executable, "-m", "convdiff.cli", *table_args(models, out), "--executor", "ray"]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "table.json").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    report = TableReport.from_json((out / "table.json").read_text())
+    statuses = {c.key: c.status for c in report.cells}
+    assert set(statuses.values()) <= {"ok", "crash", "incomplete"}
+    if "incomplete" in statuses.values():  # a starved test process may see the table end
+        assert stderr.decode().splitlines()[-1] == (
+            "error: interrupted; the partial report is kept in the run folder"
+        )
+        assert report.status == "incomplete"
+        assert report.notes == ["interrupted: unfinished cells are redone by the same command"]
+    for cell in report.cells:
+        if cell.status == "incomplete" and (out / cell.run_dir / "report.json").exists():
+            run = json.loads((out / cell.run_dir / "report.json").read_text())
+            assert run["status"] == "incomplete" and run["partial"] is True
+    deadline = time.monotonic() + 30  # Ray's processes of that session (raylet, gcs, workers)
+    while _in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _in_session(proc.pid) == []
+
+
+def _in_session(sid: int) -> list[str]:
+    """The command lines of the live processes of session ``sid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
