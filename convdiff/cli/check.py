@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from convdiff.cli import options as shared
+
 
 @click.command("check")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(path_type=Path))
@@ -16,6 +18,7 @@ import click
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
 @click.option("--quiet", is_flag=True, help="No progress lines, only one line per conversion.")
 @click.option("--localize", is_flag=True, help="Name the top localized finding of each FAIL.")
+@shared.executor_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -25,6 +28,8 @@ def command(
     cache_dir: Path | None,
     quiet: bool,
     localize: bool,
+    executor: str,
+    address: str | None,
 ) -> None:
     """Run every conversion of a TOML CONFIG and judge it against its thresholds (for CI)."""
     from convdiff.commands.check.config import CheckConfigError, load_check_config
@@ -45,6 +50,8 @@ def command(
         progress=not quiet,
         on_result=lambda entry: click.echo(entry_line(entry)),
         localize=localize,
+        executor=executor,
+        address=address,
     )
     click.echo(summary(result))
     ctx.exit(result.exit_code)

@@ -139,6 +139,29 @@ def timeout_option(command: Callable) -> Callable:
     )(command)
 
 
+def executor_options(command: Callable) -> Callable:
+    """--executor and --address: where the runs of a table or a check execute."""
+    return apply(
+        [
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "ray"]),
+                default="local",
+                show_default=True,
+                help="local: this machine; ray: one Ray task per run on a Ray cluster (needs "
+                "pip install 'convdiff[ray]' on every node, and --out/--cache-dir on a path "
+                "every node sees; each task asks Ray for its run's memory estimate).",
+            ),
+            click.option(
+                "--address",
+                help="--executor ray: the cluster, as HOST:PORT of its head (ray start --head), "
+                "ray://HOST:PORT or auto (default: a local Ray cluster on this machine).",
+            ),
+        ],
+        command,
+    )
+
+
 def batch_size_option(command: Callable) -> Callable:
     return click.option(
         "--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1)
@@ -246,6 +269,7 @@ __all__ = [
     "batch_size_option",
     "convert_options",
     "converter_options",
+    "executor_options",
     "frameworks_choice",
     "image_options",
     "images",

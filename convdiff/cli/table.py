@@ -36,12 +36,20 @@ from convdiff.core.options import TFLITE_OPTS
     "(each target column again, converted with that tool where it is on the route).",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Table folder (resumable).")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cells running at once (local executor; on Ray the cluster's CPUs and memory decide).",
+)
 @click.option(
     "--max-memory",
     type=click.FloatRange(min=0, min_open=True),
-    help="GB the running cells may use together (default: 75% of the machine's memory).",
+    help="GB the running cells may use together (default: 75% of the machine's memory; "
+    "local executor only).",
 )
+@shared.executor_options
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Converted-model cache.")
 @shared.timeout_option
 @click.option("--localize", is_flag=True, help="Name the top finding of each discrepancy cell.")
@@ -75,6 +83,8 @@ def command(ctx: click.Context, models: str, frameworks: str, quiet: bool, **opt
         localize=bool(options["localize"]) or options["localize_above"] is not None,
         localize_above=options["localize_above"],
         trust_model_code=options["trust_model_code"],
+        executor=str(options["executor"]),
+        address=options["address"],
     )
     report = table(config, quiet=quiet)
     click.echo(to_markdown(report), nl=False)

@@ -7,6 +7,11 @@ equivalent `convdiff run` agree by construction. One entry's trouble never stops
 converter crash is a finding (CRASH), and a user error that only shows while running, such as a
 model file that does not load, is reported on the entry's line (ERROR) instead of ending the check.
 
+With ``executor="ray"`` every entry is a task on a Ray cluster (:mod:`convdiff.runtime.ray_jobs`),
+the entries of one model and source one after another; the verdicts still come in entry order.
+An entry whose Ray worker died is a CRASH saying so, whatever ``allow_crash`` says: that is the
+cluster failing, not the known crash of a converter.
+
 Exit code (worst wins, in this order): 2 an entry could not be checked (ERROR; like bad
 usage, the suite did not really run), 3 a crash that was not allowed, 1 a threshold exceeded,
 0 every entry passed (an allowed crash passes).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import math
 import sys
 import time
@@ -30,10 +36,15 @@ from convdiff.commands.check.types import CheckResult, EntryResult
 from convdiff.commands.followup import top_finding
 from convdiff.commands.run.flow import run as run_conversion
 from convdiff.commands.run.types import RunReport
+from convdiff.converters import find_chain
 from convdiff.core.errors import ConvdiffError, OutputDirError
+from convdiff.core.jobs import Interrupted, Job, estimate_gb
 from convdiff.core.outdir import prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.core.text import num, one_line, pct
+from convdiff.runtime import ray_jobs
+from convdiff.runtime.pool import WorkerPool
+from convdiff.zoo import is_zoo_name
 
 
 def default_out_dir() -> Path:
@@ -49,8 +60,13 @@ def run_check(
     on_result: Callable[[EntryResult], None] | None = None,
     stream: TextIO | None = None,
     localize: bool = False,
+    executor: str = "local",
+    address: str | None = None,
 ) -> CheckResult:
     """Run each entry in order and judge it; write check.json (and ``junit``) as it goes.
+
+    ``executor="ray"``: the entries run as Ray tasks on the cluster at ``address`` (None: a
+    local one); ``on_result`` still sees them in entry order, and the runs print no progress.
 
     ``localize``: localize each FAIL (source artifact against the last artifact, in
     ``<run folder>/localize``) and append its top finding to the entry's line.
@@ -59,6 +75,15 @@ def run_check(
     the line). Progress lines of the runs go to ``stream`` (stderr) unless ``progress`` is off.
     """
     stream = stream or sys.stderr
+    if executor not in ("local", "ray"):
+        raise ConvdiffError(f"unknown --executor {executor!r}", "use local or ray")
+    if address is not None and executor != "ray":
+        raise ConvdiffError("--address names a Ray cluster", "add --executor ray")
+    if executor == "ray":  # before the check folder exists: a usage error leaves none
+        ray_jobs.import_ray()
+        if address:
+            ray_jobs.check_address(address)
+        cache_dir = cache_dir.expanduser().resolve() if cache_dir is not None else None
     folder = prepare_out_dir(out or default_out_dir(), "check")
     if junit is not None:
         _check_writable(junit)
@@ -68,7 +93,9 @@ def run_check(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     started = time.perf_counter()
-    for number, entry in enumerate(config.entries, start=1):
+    if executor == "ray":
+        _run_on_ray(config, folder, cache_dir, localize, address, result, started, on_result)
+    for number, entry in enumerate(config.entries if executor == "local" else (), start=1):
         if progress:
             stream.write(f"== {entry.name} ({number}/{len(config.entries)}) ==\n")
             stream.flush()
@@ -83,6 +110,107 @@ def run_check(
         cases = [junit_case(e) for e in result.entries]
         write_junit(junit, JUNIT_SUITE, cases, timestamp=result.created)
     return result
+
+
+def _run_on_ray(
+    config: CheckConfig,
+    folder: Path,
+    cache_dir: Path | None,
+    localize: bool,
+    address: str | None,
+    result: CheckResult,
+    started: float,
+    on_result: Callable[[EntryResult], None] | None,
+) -> None:
+    """The entries as Ray tasks; each verdict is recorded (check.json, ``on_result``) once
+    every entry before it has one, so the lines and the file keep the config's order."""
+    entries = [(number, _shared_paths(entry)) for number, entry in enumerate(config.entries)]
+    work = [Job(item, _group(item[1]), _estimate_gb(item[1])) for item in entries]
+    verdicts: dict[int, EntryResult] = {}
+
+    def record(job: Job[tuple[int, CheckEntry]], outcome: EntryResult) -> None:
+        verdicts[job.item[0]] = outcome
+        while len(result.entries) in verdicts:
+            result.entries.append(verdicts[len(result.entries)])
+            result.seconds = time.perf_counter() - started
+            result.write(folder / "check.json")
+            if on_result is not None:
+                on_result(result.entries[-1])
+
+    try:
+        ray_jobs.run_jobs_on_ray(
+            work,
+            functools.partial(ray_entry, folder, cache_dir, localize),
+            on_lost=functools.partial(lost_entry, folder),
+            address=address,
+            on_done=record,
+            name=lambda item: f"convdiff-check {item[1].name}",
+        )
+    except Interrupted:  # keep every verdict that came, in entry order, then stop as locally
+        result.entries = [verdicts[n] for n in sorted(verdicts)]
+        result.seconds = time.perf_counter() - started
+        result.write(folder / "check.json")
+        raise KeyboardInterrupt from None
+
+
+def _shared_paths(entry: CheckEntry) -> CheckEntry:
+    """The entry with its files as absolute paths: a task runs on some node, in some working
+    directory (the paths must also be on a filesystem every node sees)."""
+    run = entry.run
+    model = Path(run.model).expanduser()
+    data, labels = (
+        None if p is None else Path(p).expanduser().resolve() for p in (run.data, run.labels)
+    )
+    shared = dataclasses.replace(
+        run,
+        model=str(model.resolve()) if model.exists() else run.model,
+        data=data,
+        labels=labels,
+    )
+    return dataclasses.replace(entry, run=shared)
+
+
+def _group(entry: CheckEntry) -> str:
+    """Entries that share cache entries (same model and source) run one after another."""
+    return f"{entry.run.model}/{entry.run.src}"
+
+
+def _estimate_gb(entry: CheckEntry) -> float:
+    """The entry's peak memory by the table's estimates, from the tools of its chain."""
+    run = entry.run
+    try:
+        tools = [hop.tool for hop in find_chain(run.src, run.dst, run.via, run.convert)]
+    except ConvdiffError:  # the run itself reports it; its estimate does not matter
+        tools = []
+    return estimate_gb(run.model, tools, is_file=not is_zoo_name(run.model))
+
+
+def ray_entry(
+    folder: Path, cache_dir: Path | None, localize: bool, item: tuple[int, CheckEntry]
+) -> EntryResult:
+    """One entry as a Ray task runs it on a node; on ``ray.cancel`` its workers die with it."""
+    entry = item[1]
+    try:
+        return check_entry(entry, folder / entry.name, cache_dir, None, localize)
+    except KeyboardInterrupt:
+        WorkerPool.kill_all()
+        raise
+
+
+def lost_entry(folder: Path, item: tuple[int, CheckEntry], reason: str) -> EntryResult:
+    """An entry whose Ray worker died without a verdict: a CRASH that says so."""
+    entry = item[1]
+    return EntryResult(
+        name=entry.name,
+        verdict="crash",
+        detail=reason,
+        seconds=0.0,
+        out_dir=str(folder / entry.name),
+        max_top1_discrepancy=entry.max_top1_discrepancy,
+        max_abs_diff_allowed=entry.max_abs_diff,
+        reason=reason,
+        message=reason,
+    )
 
 
 def check_entry(
@@ -202,4 +330,12 @@ def _check_writable(path: Path) -> None:
         ) from None
 
 
-__all__ = ["CheckResult", "EntryResult", "check_entry", "judge", "run_check"]
+__all__ = [
+    "CheckResult",
+    "EntryResult",
+    "check_entry",
+    "judge",
+    "lost_entry",
+    "ray_entry",
+    "run_check",
+]

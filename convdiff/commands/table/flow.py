@@ -5,14 +5,15 @@ Every cell is one :func:`convdiff.commands.run.flow.run` in its own run folder,
 resumable: a cell whose report is final
 (complete, or a crash, which is a finished result) and whose options are unchanged is reused
 when the same command runs again; an interrupted cell is redone from scratch. Cells run on
-threads under :mod:`convdiff.commands.table.schedule`'s memory budget; each run() has its own
-workers.
+threads under :mod:`convdiff.commands.table.schedule`'s memory budget, or (``executor="ray"``)
+as tasks on a Ray cluster (:mod:`convdiff.runtime.ray_jobs`); each run() has its own workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import statistics
 import sys
@@ -34,7 +35,14 @@ from convdiff.commands.table.schedule import (
     estimate_gb,
     run_jobs,
 )
-from convdiff.commands.table.types import Cell, CellCrash, ModelBlock, TableConfig, TableReport
+from convdiff.commands.table.types import (
+    EXECUTORS,
+    Cell,
+    CellCrash,
+    ModelBlock,
+    TableConfig,
+    TableReport,
+)
 from convdiff.converters import converter_names, find_chain
 from convdiff.core.cache import file_digest, key_of
 from convdiff.core.errors import ConvdiffError
@@ -45,6 +53,7 @@ from convdiff.core.progress import Progress
 from convdiff.frameworks import framework
 from convdiff.inputs import data as datasets
 from convdiff.inputs.source import resolve_source
+from convdiff.runtime import ray_jobs
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages.ranking import FAILED
 
@@ -56,6 +65,12 @@ def plan(config: TableConfig) -> list[ModelBlock]:
     """The table's blocks, or a one-line error before anything runs."""
     if not config.models:
         raise ConvdiffError("no models given", "pass --models with zoo names or model files")
+    if config.executor not in EXECUTORS:
+        raise ConvdiffError(
+            f"unknown --executor {config.executor!r}", f"use {' or '.join(EXECUTORS)}"
+        )
+    if config.address is not None and config.executor != "ray":
+        raise ConvdiffError("--address names a Ray cluster", "add --executor ray")
     if not config.frameworks:
         raise ConvdiffError("no frameworks given", "pass --frameworks, e.g. torch,keras,tf,tflite")
     for name in config.frameworks:
@@ -114,7 +129,13 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
     KeyboardInterrupt after writing the partial table when interrupted.
     """
     started = time.perf_counter()
+    if config.executor == "ray":
+        config = shared_paths(config)
     blocks = plan(config)
+    if config.executor == "ray":  # before the table folder exists: a usage error leaves none
+        ray_jobs.import_ray()
+        if config.address:
+            ray_jobs.check_address(config.address)
     out = prepare_out_dir(config.out, "table")
     budget = config.max_memory_gb if config.max_memory_gb is not None else default_budget_gb()
     report = TableReport(
@@ -126,6 +147,7 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
         options=_options(config),
         jobs=config.jobs,
         memory_budget_gb=budget,
+        executor=config.executor,
     )
     given = {block.name: block.model for block in blocks}  # name -> the model as given
     cells = {c.key: c for c in _cells(config, blocks)}
@@ -156,14 +178,25 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
         WorkerPool.kill_all()
 
     try:
-        run_jobs(
-            work,
-            lambda cell: _run_cell(config, given[cell.model], out, cell, stop),
-            jobs=config.jobs,
-            budget_gb=budget,
-            on_done=done,
-            on_interrupt=interrupt,
-        )
+        if config.executor == "ray":
+            ray_jobs.run_jobs_on_ray(
+                work,
+                functools.partial(ray_cell, config, given, out),
+                on_lost=lost_cell,
+                address=config.address,
+                on_done=done,
+                on_interrupt=interrupt,
+                name=lambda cell: f"convdiff-cell {cell.key}",
+            )
+        else:
+            run_jobs(
+                work,
+                lambda cell: _run_cell(config, given[cell.model], out, cell, stop),
+                jobs=config.jobs,
+                budget_gb=budget,
+                on_done=done,
+                on_interrupt=interrupt,
+            )
     except Interrupted:
         report.notes.append("interrupted: unfinished cells are redone by the same command")
         save()
@@ -171,6 +204,48 @@ def table(config: TableConfig, stream: TextIO | None = None, quiet: bool = False
     report.status = "complete"
     save()
     return report
+
+
+def shared_paths(config: TableConfig) -> TableConfig:
+    """The config with every path absolute, as the Ray executor ships it: a task runs on some
+    node in some working directory, so a relative path would name another place there. The
+    paths must also be ones every node sees (a shared filesystem), which only the user knows."""
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else Path(path).expanduser().resolve()
+
+    def model(name: str) -> str:
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name  # a zoo name stays a name
+
+    return replace(
+        config,
+        models=tuple(model(m) for m in config.models),
+        out=absolute(config.out),
+        cache_dir=absolute(config.cache_dir),
+        data=absolute(config.data),
+        labels=absolute(config.labels),
+    )
+
+
+def ray_cell(config: TableConfig, given: dict[str, str], out: Path, cell: Cell) -> Cell:
+    """One cell as a Ray task runs it on a node: :func:`_run_cell`, and on ``ray.cancel``
+    (KeyboardInterrupt in the task) the cell's own workers die with it, as on a local Ctrl-C,
+    and its report is marked unfinished."""
+    stop = threading.Event()
+    try:
+        return _run_cell(config, given[cell.model], out, cell, stop)
+    except KeyboardInterrupt:
+        stop.set()
+        WorkerPool.kill_all()
+        _stopped(cell, out / cell.run_dir, stop)
+        raise
+
+
+def lost_cell(cell: Cell, reason: str) -> Cell:
+    """A cell whose Ray worker died without a result: a crash of the run itself, so the table
+    completes and says why; its folder holds no final report, so the next table redoes it."""
+    return _with(cell, status="crash", crash=CellCrash("run", "ray", "", reason, "died"))
 
 
 def _options(config: TableConfig) -> dict[str, Any]:
@@ -373,4 +448,4 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-__all__ = ["plan", "table"]
+__all__ = ["lost_cell", "plan", "ray_cell", "shared_paths", "table"]

@@ -1,10 +1,10 @@
 """Which table cells may run at the same time: a thread per cell, within a memory budget.
 
-A cell is one `convdiff run`; its peak memory is dominated by the biggest converter of its
-chain (tf2onnx on ResNet101 takes 13.4 GB), so the scheduler keeps the sum of the running cells'
+A cell is one `convdiff run`; its peak memory is estimated by :func:`convdiff.core.jobs.estimate_gb`
+(the biggest converter of its chain), so the scheduler keeps the sum of the running cells'
 estimates under the budget and lets a cell bigger than the whole budget run alone. Cells of one
-*group* (same model, same source) build the same source artifact and share intermediate hops
-in the cache, so they run one after another: two of them at once would race on one cache entry.
+*group* (same model, same source) run one after another (:class:`convdiff.core.jobs.Job`).
+The Ray executor (:mod:`convdiff.runtime.ray_jobs`) follows the same rules on a cluster.
 """
 
 from __future__ import annotations
@@ -14,36 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
+
+from convdiff.core.jobs import MEMORY_GB, Interrupted, Job, estimate_gb
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Peak memory (GB) of one cell, from DESIGN.md's measured facts, keyed by (model, tool);
-# "*" matches any model or tool. A cell's estimate is the largest entry its chain hits.
-MEMORY_GB: dict[tuple[str, str], float] = {
-    ("resnet101", "tf2onnx"): 13.4,
-    ("inceptionv3", "tf2onnx"): 7.6,
-    ("mobilenetv2", "TFLiteConverter"): 3.0,  # the low end of the converter's 2.7-4 GB
-    ("*", "TFLiteConverter"): 4.0,
-    ("mobilenetv2", "*"): 3.0,
-    ("resnet101", "*"): 4.0,
-    ("inceptionv3", "*"): 4.0,
-    ("efficientnet_lite0", "*"): 3.0,
-}
-ZOO_DEFAULT_GB = 3.0  # a zoo model the table does not know
-FILE_DEFAULT_GB = 1.0  # a user's model file: runtimes and converters of a small graph
-
-
-def estimate_gb(model: str, tools: Sequence[str], is_file: bool = False) -> float:
-    """Estimated peak memory of a cell converting ``model`` with ``tools`` (its chain)."""
-    if is_file:
-        return FILE_DEFAULT_GB
-    found = [MEMORY_GB.get((model, "*"), ZOO_DEFAULT_GB)]
-    for tool in tools:
-        found.append(MEMORY_GB.get((model, tool), MEMORY_GB.get(("*", tool), 0.0)))
-    return max(found)
 
 
 def memory_total_gb(meminfo: str = "/proc/meminfo") -> float:
@@ -58,13 +34,6 @@ def memory_total_gb(meminfo: str = "/proc/meminfo") -> float:
 def default_budget_gb() -> float:
     """75% of the machine's memory: room for the OS and the orchestrator itself."""
     return round(0.75 * memory_total_gb(), 1)
-
-
-@dataclass(frozen=True)
-class Job(Generic[T]):
-    item: T
-    group: str  # jobs of one group run one after another, in order
-    estimate_gb: float
 
 
 def pick(
@@ -90,14 +59,6 @@ def pick(
         if not running or used + job.estimate_gb <= budget_gb:
             return job
     return None
-
-
-class Interrupted(Exception):
-    """Raised by :func:`run_jobs` after the user interrupted it and the running jobs ended."""
-
-    def __init__(self, results: list) -> None:
-        super().__init__("interrupted")
-        self.results = results
 
 
 def run_jobs(

@@ -11,6 +11,7 @@ from convdiff.core.jsonio import JsonResult
 from convdiff.core.options import DEFAULT_TIMEOUT, ConvertOptions, ImageOptions, group_of
 
 SCHEMA_VERSION = 1
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class TableConfig:
     localize: bool = False  # name the top finding of each discrepancy cell (stages.ranking)
     localize_above: float | None = None  # ... and of each cell whose max |diff| exceeds this
     trust_model_code: bool = False  # load model files that run code when they load (core.trust)
+    executor: str = "local"  # local: threads under jobs/max_memory_gb; ray: tasks on a cluster
+    address: str | None = None  # --executor ray: the cluster; None = a local one
 
     def wants_finding(self, cell: Cell) -> bool:
         """Localize this finished cell? A discrepancy, or a max |diff| above the bound."""
@@ -142,6 +145,7 @@ class TableReport(JsonResult):
     options: dict[str, Any] = field(default_factory=dict)  # the shared run options
     jobs: int = 1
     memory_budget_gb: float = 0.0
+    executor: str = "local"  # local | ray (then jobs and memory_budget_gb do not apply)
     reused: list[str] = field(default_factory=list)  # keys of the cells reused this time
     seconds: float = 0.0  # wall time of this invocation
     notes: list[str] = field(default_factory=list)
@@ -181,6 +185,7 @@ def column_label(dst: str, converter: str) -> str:
 
 
 __all__ = [
+    "EXECUTORS",
     "SCHEMA_VERSION",
     "column_label",
     "Cell",
