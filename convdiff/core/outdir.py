@@ -83,6 +83,20 @@ def own_dir(path: Path) -> Path:
     return path
 
 
+def keep_own_dir(path: Path) -> Path:
+    """A folder at ``path`` that convdiff owns, kept as it is when it carries the marker (what
+    an interrupted command left there is for it to resume), made with the marker when missing;
+    a folder without the marker is refused, as by :func:`own_dir`."""
+    if path.exists() or path.is_symlink():
+        if path.is_symlink() or not (path / MARKER).is_file():
+            raise OutputDirError(
+                f"{path} holds files convdiff did not write, and a run needs that folder",
+                "pass --out with another folder, or move those files",
+            )
+        return path
+    return own_dir(path)
+
+
 def remove_own_dir(path: Path) -> None:
     """Remove ``path`` if convdiff made it (it carries the marker); leave anything else."""
     if path.is_dir() and not path.is_symlink() and (path / MARKER).is_file():
@@ -92,6 +106,7 @@ def remove_own_dir(path: Path) -> None:
 __all__ = [
     "MARKER",
     "is_convdiff_report",
+    "keep_own_dir",
     "make_writable",
     "own_dir",
     "prepare_out_dir",

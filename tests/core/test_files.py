@@ -14,7 +14,13 @@ from click.testing import CliRunner
 from convdiff.cli import cli
 from convdiff.core.cache import ArtifactCache, copy_artifact
 from convdiff.core.errors import ConvdiffError, OutputDirError
-from convdiff.core.outdir import MARKER, own_dir, prepare_out_dir, remove_own_dir
+from convdiff.core.outdir import (
+    MARKER,
+    keep_own_dir,
+    own_dir,
+    prepare_out_dir,
+    remove_own_dir,
+)
 from tests.tiny.onnx_models import tiny_classifier
 
 
@@ -81,6 +87,17 @@ def test_only_folders_convdiff_made_are_emptied(tmp_path: Path) -> None:
         own_dir(theirs)
     remove_own_dir(theirs)
     assert (theirs / "model.onnx").read_text() == "keep me"
+
+
+def test_a_folder_kept_for_resuming_is_made_or_kept_never_taken(tmp_path: Path) -> None:
+    made = keep_own_dir(tmp_path / "cell")
+    assert sorted(p.name for p in made.iterdir()) == [MARKER]
+    (made / "outputs").mkdir()
+    assert (keep_own_dir(made) / "outputs").is_dir()  # what an interrupted run left stays
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    with pytest.raises(OutputDirError, match="holds files convdiff did not write"):
+        keep_own_dir(theirs)
 
 
 def test_a_report_json_convdiff_did_not_write_is_never_replaced(tmp_path: Path) -> None:

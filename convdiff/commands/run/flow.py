@@ -210,6 +210,7 @@ def _stream(
         STREAM_REVISION,
         keys,
         [f.feed for f in fed],
+        [framework(f.artifact.framework).version() for f in fed],  # the runtimes that ran
         {name: spec.to_dict() for name, spec in specs.items()},
         [(r.name, r.path, r.accepted) for r in records],
         config.batch_size,
@@ -232,10 +233,16 @@ def _stream(
             f"hop {hop}: the report lists the first {listed} disagreeing images; every image's"
             f" labels are in outputs/{hop}-<framework>.npy"
         )
-    if result.info.get("resumed_at_batch"):
+    resumed, batches = result.info.get("resumed_at_batch"), result.info["batches"]
+    if resumed and resumed > batches:
         report.notes.append(
-            f"resumed at batch {result.info['resumed_at_batch']} of {result.info['batches']}:"
-            " the batches before it were done by an earlier, interrupted run"
+            f"all {batches} batches were done by an earlier run with this folder, models and "
+            "images: its records were read, nothing was run again"
+        )
+    elif resumed:
+        report.notes.append(
+            f"resumed at batch {resumed} of {batches}: the batches before it were done by an "
+            "earlier, interrupted run"
         )
     if 0 in result.artifacts and report.source is not None:
         done = result.artifacts[0]

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import shutil
 import statistics
 import sys
 import threading
@@ -48,7 +49,7 @@ from convdiff.core.cache import file_digest, key_of
 from convdiff.core.errors import ConvdiffError
 from convdiff.core.jsonio import write_atomic
 from convdiff.core.options import TARGET_PREPROCESS, TFLITE_OPTS, ImageOptions, group_of
-from convdiff.core.outdir import own_dir, prepare_out_dir
+from convdiff.core.outdir import keep_own_dir, prepare_out_dir
 from convdiff.core.progress import Progress
 from convdiff.frameworks import framework
 from convdiff.inputs import data as datasets
@@ -335,7 +336,10 @@ def _run_cell(
 ) -> Cell:
     """Run one cell from scratch in its folder; never raises for a cell's own failure."""
     folder = out / cell.run_dir
-    own_dir(folder)  # empties what an interrupted attempt left (only if convdiff made it)
+    # what an interrupted attempt left stays: its run resumes the inference pass where it
+    # stopped (commands.run.streaming); the run replaces everything else it finds there
+    keep_own_dir(folder)
+    shutil.rmtree(folder / "localize", ignore_errors=True)  # an old localization is not kept
     fingerprint = _fingerprint(config, model, cell, out)
     write_atomic(folder / CELL_FILE, json.dumps({"fingerprint": fingerprint, "seconds": None}))
     run_config = config.run_config(model, cell.src, cell.dst, folder, cell.converter)

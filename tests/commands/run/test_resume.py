@@ -112,3 +112,11 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(
     rows = np.load(resumed / "outputs" / "1-torch.npy")
     np.testing.assert_array_equal(rows, np.load(whole / "outputs" / "1-torch.npy"))
     assert not (resumed / "scratch").exists()
+
+    # a finished pass in the same folder is read, not run again
+    third = subprocess.run(_command(tiny_onnx, data, resumed, cache), env=_env(), timeout=600)
+    assert third.returncode == 0
+    report = json.loads((resumed / "report.json").read_text())
+    assert report["stream"]["resumed_at_batch"] == total + 1
+    assert f"all {total} batches were done by an earlier run" in " ".join(report["notes"])
+    assert _result(report) == _result(reference)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -385,3 +387,44 @@ def test_table_passes_target_preprocessing(models: tuple[Path, Path], tmp_path: 
     target = {k: v for k, v in report.preprocessing["target"].items() if k != "origin"}
     assert target == {k: v for k, v in report.preprocessing.items() if k != "target"}
     assert read_table(out).options["preprocess"] == "target"
+
+
+# -- an interrupted cell resumes its inference pass ----------------------------------------------
+
+
+@pytest.mark.workers
+def test_a_cell_left_unfinished_resumes_its_inference_pass(
+    models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The table redoes a cell without a final report, and its run resumes the pass at the
+    first batch the interrupted attempt did not finish (70 images: two batches of 64)."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(70):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+            images / f"{i:02d}.png"
+        )
+    out = tmp_path / "t"
+    args = ["table", "--models", str(models[0]), "--frameworks", "onnx,torch"]
+    args += ["--data", str(images), "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    first = CliRunner().invoke(cli, [*args, "--quiet"])
+    assert first.exit_code == 0, first.stderr
+    cell = out / "cells" / "tiny" / "onnx-torch"
+    before = RunReport.from_json((cell / "report.json").read_text())
+    assert before.stream["batches"] == 2 and "resumed_at_batch" not in before.stream
+    # as if the table had been stopped after the cell's first batch
+    state = json.loads((cell / "outputs" / "stream.json").read_text())
+    (cell / "outputs" / "stream.json").write_text(json.dumps({**state, "batches_done": 1}))
+    (cell / "report.json").write_text(
+        json.dumps({**json.loads((cell / "report.json").read_text()), "status": "incomplete"})
+    )
+    again = CliRunner().invoke(cli, [*args, "--quiet"])
+    assert again.exit_code == 0, again.stderr
+    after = RunReport.from_json((cell / "report.json").read_text())
+    assert after.stream["resumed_at_batch"] == 2
+    assert after.chain[0].agreement == before.chain[0].agreement
+    table = read_table(out)
+    assert [c.key for c in table.cells] == ["tiny/onnx-torch"] and table.reused == []
