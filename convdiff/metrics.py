@@ -164,19 +164,12 @@ def summarize(
 COMPARE_CHUNK = 1024  # images compared at once: memory stays O(chunk) for any data set
 
 
-def compare(
-    src: np.ndarray,
-    dst: np.ndarray,
-    names: Sequence[str],
-    accepted: Sequence[Sequence[int]] | None = None,
-) -> PairMetrics:
-    """All pair metrics for outputs of shape (images, classes).
-
-    ``accepted[i]`` lists the labels counted as correct for image i (empty = unlabelled).
-    ``src`` and ``dst`` may be files mapped into memory (``np.load(..., mmap_mode="r")``):
-    they are read :data:`COMPARE_CHUNK` images at a time.
-    """
-    n = len(names)
+def compare_rows(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, str]:
+    """:func:`pair_rows` of outputs of shape (images, classes), read :data:`COMPARE_CHUNK`
+    images at a time: ``src`` and ``dst`` may be files mapped into memory
+    (``np.load(..., mmap_mode="r")``), whose rows then serve :func:`summarize` and any other
+    per-image question (the largest gaps) without reading the outputs again."""
+    n = len(src)
     src, dst = np.asarray(src).reshape(n, -1), np.asarray(dst).reshape(n, -1)
     parts, note = [], ""
     for start in range(0, n, COMPARE_CHUNK):
@@ -184,9 +177,24 @@ def compare(
             src[start : start + COMPARE_CHUNK], dst[start : start + COMPARE_CHUNK]
         )
         parts.append(rows)
-    rows = np.concatenate(parts) if parts else np.zeros(0, ROW_DTYPE)
     if not parts:
         align_classes(src, dst)  # outputs of other tasks are refused even without images
+        return np.zeros(0, ROW_DTYPE), note
+    return np.concatenate(parts), note
+
+
+def compare(
+    src: np.ndarray,
+    dst: np.ndarray,
+    names: Sequence[str],
+    accepted: Sequence[Sequence[int]] | None = None,
+) -> PairMetrics:
+    """All pair metrics for outputs of shape (images, classes), one per name.
+
+    ``accepted[i]`` lists the labels counted as correct for image i (empty = unlabelled).
+    """
+    n = len(names)
+    rows, note = compare_rows(np.asarray(src).reshape(n, -1), np.asarray(dst).reshape(n, -1))
     return summarize(rows, names, accepted, note)
 
 
@@ -195,19 +203,6 @@ def abs_max(y: np.ndarray) -> float:
     y = np.asarray(y).reshape(len(y), -1)
     peaks = [float(np.abs(y[i : i + COMPARE_CHUNK]).max()) for i in range(0, len(y), COMPARE_CHUNK)]
     return max(peaks, default=0.0) if y.size else 0.0
-
-
-def max_abs_per_image(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Each image's largest |src - dst| (after :func:`align_classes`), a chunk at a time."""
-    n = len(src)
-    src, dst = np.asarray(src).reshape(n, -1), np.asarray(dst).reshape(n, -1)
-    gaps = []
-    for start in range(0, n, COMPARE_CHUNK):
-        a, b, _ = align_classes(
-            src[start : start + COMPARE_CHUNK], dst[start : start + COMPARE_CHUNK]
-        )
-        gaps.append(np.abs(a.astype(np.float64) - b).max(axis=1))
-    return np.concatenate(gaps) if gaps else np.zeros(0)
 
 
 def _percent(count: int, total: int) -> float:

@@ -30,7 +30,7 @@ from convdiff.inputs.spec import check_classifier, resolve_spec
 from convdiff.inputs.stream import save_images
 from convdiff.ir.graph import CanonicalGraph
 from convdiff.ir.segments import FunctionCheck, Point
-from convdiff.metrics import PairMetrics, abs_max, compare, max_abs_per_image
+from convdiff.metrics import PairMetrics, abs_max, compare, compare_rows, summarize
 from convdiff.runtime import client
 from convdiff.runtime.pool import WorkerPool
 from convdiff.stages import StageContext, activations
@@ -135,9 +135,10 @@ def measure_runs(
     if error is not None:
         return failed(error)
     try:
-        pair = compare(y_src, y_dst, names, accepted)
+        rows, note = compare_rows(y_src, y_dst)  # one read of both outputs, for all below
     except ValueError as exc:  # outputs of other sizes (not 1001 against 1000 classes)
         return failed(str(exc))
+    pair = summarize(rows, names, accepted, note)
     same = _metrics(pair)
     if "inputs" in wanted:
         evidence["inputs"] = _inputs_evidence(
@@ -145,7 +146,7 @@ def measure_runs(
         )
     differ = {d.image for d in pair.disagreeing}
     chosen = [i for i, n in enumerate(names) if n in differ][:MAX_ACTIVATION_IMAGES]
-    tvm_images = _tvm_images(y_src, y_dst, chosen)
+    tvm_images = _tvm_images(rows["max_abs"], chosen)
     act: dict[str, Any] | None = None
     if sides is not None:
         act = {
@@ -257,11 +258,10 @@ def _function_check(
     return {**check.to_json(), "compile_seconds": outcome.value["compile_seconds"]}
 
 
-def _tvm_images(y_src: np.ndarray, y_dst: np.ndarray, chosen: list[int]) -> list[int]:
+def _tvm_images(gap: np.ndarray, chosen: list[int]) -> list[int]:
     """The few images TVM runs (it is slow: seconds per image untuned): the disagreeing ones
-    whose activations are compared, topped up with those whose outputs differ most, at most
-    :data:`MAX_TVM_IMAGES`, ascending."""
-    gap = max_abs_per_image(y_src, y_dst)
+    whose activations are compared, topped up with those whose outputs differ most (``gap``:
+    each image's max |source - target|), at most :data:`MAX_TVM_IMAGES`, ascending."""
     rest = [int(i) for i in np.argsort(-gap, kind="stable") if int(i) not in chosen]
     return sorted((chosen + rest)[:MAX_TVM_IMAGES])
 
