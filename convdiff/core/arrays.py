@@ -25,10 +25,13 @@ def open_images(path: str | Path) -> np.ndarray:
 
 
 def read_images(
-    path: str | Path, indices: Sequence[int] | None = None, limit: int | None = None
+    images: str | Path | np.ndarray,
+    indices: Sequence[int] | None = None,
+    limit: int | None = None,
 ) -> np.ndarray:
-    """The images ``indices`` of ``path`` (all, or the first ``limit``), as float32 in memory."""
-    x = open_images(path)
+    """The images ``indices`` (all, or the first ``limit``) of a file or of what
+    :func:`open_images` returned, as float32 in memory."""
+    x = images if isinstance(images, np.ndarray) else open_images(images)
     if indices is not None:
         x = x[np.asarray(list(indices), dtype=np.int64)]
     elif limit is not None:
@@ -36,8 +39,4 @@ def read_images(
     return np.asarray(x, dtype=np.float32)
 
 
-def image_count(path: str | Path) -> int:
-    return len(open_images(path))
-
-
-__all__ = ["image_count", "open_images", "read_images"]
+__all__ = ["open_images", "read_images"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from convdiff.core.arrays import image_count, read_images
+from convdiff.core.arrays import open_images, read_images
 from convdiff.ir.tvm import execute
 from convdiff.ir.tvm.extract import extract
 from convdiff.ir.tvm.frontends import load_module
@@ -90,10 +90,10 @@ def run_tvm(
     compiled = execute.compile_module(imported.mod, layers if activations_npz else None)
     compiled_at = time.perf_counter()
     layout = execute.input_layout(layout, compiled.input_shape)
-    count = image_count(inputs_npz)
-    ran = list(range(count)) if run_images is None else [int(i) for i in run_images]
+    stored = open_images(inputs_npz)  # an .npy is read only where indexed
+    ran = list(range(len(stored))) if run_images is None else [int(i) for i in run_images]
     wanted = ran if images is None else [int(i) for i in images]
-    x = _images(inputs_npz, layout, ran)  # only the images it runs: row k is image ran[k]
+    x = _images(stored, layout, ran)  # only the images it runs: row k is image ran[k]
     row = {image: k for k, image in enumerate(ran)}
     y, acts = execute.run(compiled, x, list(range(len(ran))), [row[i] for i in wanted])
     finished = time.perf_counter()
@@ -117,10 +117,10 @@ def run_tvm(
     }
 
 
-def _images(inputs_npz: str, layout: str, indices: list[int]) -> np.ndarray:
-    """The images ``indices`` of ``inputs_npz`` (NHWC, as every runtime task receives it; an
-    .npz or an .npy read in place) as float32 in the module's ``layout``."""
-    x = read_images(inputs_npz, indices)
+def _images(stored: np.ndarray, layout: str, indices: list[int]) -> np.ndarray:
+    """The images ``indices`` of ``stored`` (NHWC, as every runtime task receives them, from
+    :func:`convdiff.core.arrays.open_images`) as float32 in the module's ``layout``."""
+    x = read_images(stored, indices)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
@@ -150,7 +150,7 @@ def run_tvm_forced(
     compiled = execute.compile_forced(imported.mod, sizes, measured)
     compiled_at = time.perf_counter()
     layout = execute.input_layout(layout, execute.input_shape(imported.mod))
-    x = _images(inputs_npz, layout, [int(i) for i in images])  # row k is image images[k]
+    x = _images(open_images(inputs_npz), layout, [int(i) for i in images])  # row k: images[k]
     measured_out: dict[str, list[np.ndarray]] = {lid: [] for lid, _, _ in compiled.measured}
     for k in range(len(images)):
         values = {lid: fed[lid][k] for lid, _, _ in compiled.forced}
