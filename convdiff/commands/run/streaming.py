@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import convdiff
 from convdiff.commands.run.pipeline import Workspace, infer
 from convdiff.core.jsonio import write_atomic
 from convdiff.core.outdir import own_dir
@@ -72,6 +73,16 @@ class _State:
     def write(self, path: Path) -> None:
         write_atomic(path, json.dumps(asdict(self), indent=1))
 
+    def artifact_records(self) -> dict[int, Artifact]:
+        """Each model as its runtime last described it (input shape, layout), by hop."""
+        return {
+            int(hop): Artifact(**{**fields, "input_shape": tuple(fields["input_shape"])})
+            for hop, fields in self.artifacts.items()
+        }
+
+    def crash_records(self) -> dict[int, Crash]:
+        return {int(hop): Crash(**fields) for hop, fields in self.crashes.items()}
+
     @classmethod
     def read(cls, path: Path) -> _State | None:
         try:
@@ -105,20 +116,15 @@ def stream_chain(
     model's whole outputs (``outputs/y-<hop>-<framework>.npy``)."""
     folder, n = ws.out / "outputs", len(records)
     state = _resume_state(folder, key, batch_size, n)
-    total = batch_count(len(records), batch_size)
+    total = batch_count(n, batch_size)
     hops = [m for m in models if m.hop > 0]
-    result = StreamResult(info={"batch": batch_size, "batches": total, "images": len(records)})
+    result = StreamResult(info={"batch": batch_size, "batches": total, "images": n})
     if state.batches_done:
         result.info["resumed_at_batch"] = state.batches_done + 1
-    for hop_key, fields in state.artifacts.items():
-        shape = tuple(fields["input_shape"])
-        result.artifacts[int(hop_key)] = Artifact(**{**fields, "input_shape": shape})
-    for hop_key, fields in state.crashes.items():
-        result.crashes[int(hop_key)] = Crash(**fields)
-    rows = {m.hop: _open_rows(rows_file(folder, m), len(records)) for m in hops}
+    rows = {m.hop: _open_rows(rows_file(folder, m), n) for m in hops}
     kept = _kept_inputs(ws.out / "inputs", specs, records) if keep_inputs else {}
-    logits: dict[int, np.ndarray] = {}
-    alive = [m for m in models if not _stopped(result.crashes, m.hop)]
+    logits: dict[int, np.ndarray] | None = {} if keep_outputs else None
+    alive = [m for m in models if not _stopped(state.crash_records(), m.hop)]
     started, done_before = time.perf_counter(), state.batches_done
     stream = ImageStream(
         records, specs, ws.out / "scratch" / "stream", batch_size, state.batches_done, threads
@@ -127,20 +133,20 @@ def stream_chain(
         for batch in stream:
             if not alive or alive[0].hop != 0:
                 break  # the source crashed: nothing left to compare
-            kept_outputs = logits if keep_outputs else None
-            alive = _feed(ws, batch, alive, result, state, rows, kept_outputs, infer_batch, n)
+            alive = _feed(ws, batch, alive, state, rows, logits, infer_batch, n)
             for name, array in kept.items():
                 with np.load(batch.files[name]) as data:
                     array[batch.start : batch.stop] = data["x"]
-            for array in (*rows.values(), *kept.values(), *logits.values()):
+            for array in (*rows.values(), *kept.values(), *(logits or {}).values()):
                 array.flush()
             state.batches_done = batch.index + 1
             state.write(folder / STATE_FILE)
             batch.remove()
             fed_now = batch.stop - done_before * batch_size
-            _report_progress(ws, batch.stop, len(records), fed_now, started)
+            _report_progress(ws, batch.stop, n, fed_now, started)
     elapsed = time.perf_counter() - started
-    fed_now = max(0, min(state.batches_done * batch_size, len(records)) - done_before * batch_size)
+    fed_now = max(0, min(state.batches_done * batch_size, n) - done_before * batch_size)
+    result.artifacts, result.crashes = state.artifact_records(), state.crash_records()
     result.info["seconds"] = round(elapsed, 3)
     result.info["images_per_second"] = round(fed_now / elapsed, 1) if elapsed > 0 else None
     if 0 in result.crashes or state.batches_done < total:
@@ -162,7 +168,6 @@ def _feed(
     ws: Workspace,
     batch: Batch,
     alive: list[Fed],
-    result: StreamResult,
     state: _State,
     rows: dict[int, np.ndarray],
     logits: dict[int, np.ndarray] | None,
@@ -175,12 +180,10 @@ def _feed(
     source_y: np.ndarray | None = None
     for fed in alive:
         y_file = ws.out / "scratch" / "stream" / f"y-{fed.hop}.npz"
-        artifact = result.artifacts.get(fed.hop, fed.artifact)
         y, artifact, crash = infer(
-            ws, artifact, batch.files[fed.feed], y_file, fed.hop, infer_batch, fed.layout
+            ws, fed.artifact, batch.files[fed.feed], y_file, fed.hop, infer_batch, fed.layout
         )
         if crash is None and y is not None:
-            result.artifacts[fed.hop] = artifact
             state.artifacts[str(fed.hop)] = asdict(artifact)
             if logits is not None:
                 if fed.hop not in logits:
@@ -198,7 +201,6 @@ def _feed(
                 state.notes[str(fed.hop)] = note
                 continue
         assert crash is not None
-        result.crashes[fed.hop] = crash
         state.crashes[str(fed.hop)] = asdict(crash)
         return [m for m in alive if m.hop < fed.hop]  # the chain stops here
     return alive
@@ -206,8 +208,6 @@ def _feed(
 
 def _compare_crash(fed: Fed, message: str) -> Crash:
     """Outputs that cannot be compared with the source's: recorded as the hop's failure."""
-    import convdiff
-
     return Crash(
         stage="compare",
         tool="convdiff",
